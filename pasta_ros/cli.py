@@ -1,0 +1,142 @@
+"""`pasta` command line: synth, calibrate, segment, evaluate, bench.
+
+A user's mistake (bad path, corrupt model, wrong option) prints one ``error:`` line and
+exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pasta_ros.config import BACKBONE_CHOICES, ConfigError, PastaConfig
+
+log = logging.getLogger("pasta")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 910x512, got {text!r}")
+    return w, h
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", choices=None, help=f"one of {', '.join(BACKBONE_CHOICES)} "
+                   "(efficientnet_lite0 accepts a :s8+s16 style layer suffix)")
+    p.add_argument("--weights", help="local checkpoint (HF snapshot folder or state-dict file)")
+    p.add_argument("--clusters", type=int, help="K (default 20)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--input-size", type=_size, help="max network input WxH (default 910x512)")
+    p.add_argument("--ratio-threshold", type=float, help="anomaly cluster ratio (default 0.05)")
+    p.add_argument("--vote-threshold", type=float, help="segment vote threshold (default 0.1)")
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=int, help="images per backbone batch")
+    p.add_argument("--min-area", type=int, help="smallest segment in pixels")
+    p.add_argument("--config", type=Path, help="YAML file (ros__parameters form or flat)")
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[PastaConfig, set[str]]:
+    """The shared config from a YAML file (optional) plus explicit options; and which
+    fields the user set explicitly."""
+    values: dict = {}
+    if getattr(args, "config", None):
+        from pasta_ros.config import load_yaml_config
+        values.update(load_yaml_config(args.config))
+    names = {"backbone", "weights", "clusters", "seed", "ratio_threshold", "vote_threshold",
+             "device", "batch_size", "min_area"}
+    values.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
+    if getattr(args, "input_size", None):
+        values["input_width"], values["input_height"] = args.input_size
+    return PastaConfig.from_dict(values), set(values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pasta", description=__doc__.splitlines()[0])
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="generate a synthetic dataset (steel or plants)")
+    s.add_argument("--preset", choices=("steel", "plants"), default="steel")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=_size, default=(910, 512), help="image WxH")
+    for name, default in (("baseline", 80), ("reference", 40), ("empty", 12), ("test", 30)):
+        s.add_argument(f"--n-{name}", type=int, default=default)
+
+    c = sub.add_parser("calibrate", help="fit PASTA on a baseline and a reference set")
+    c.add_argument("--baseline", type=Path, required=True, help="image folder or bag")
+    c.add_argument("--reference", type=Path, required=True, help="image folder or bag")
+    c.add_argument("--empty", type=Path, help="optional empty-scene folder or bag")
+    c.add_argument("--topic", help="image topic when the sets are ROS 2 bags")
+    c.add_argument("--out", type=Path, required=True, help="model directory to write")
+    _config_args(c)
+
+    g = sub.add_parser("segment", help="segment images or a bag with a calibrated model")
+    g.add_argument("--model", type=Path, required=True)
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", type=Path)
+    src.add_argument("--bag", type=Path)
+    g.add_argument("--topic", help="image topic of --bag")
+    g.add_argument("--out", type=Path, required=True)
+    _config_args(g)
+
+    e = sub.add_parser("evaluate", help="Evaluations A and B on a test set, or a seed x K grid")
+    e.add_argument("--model", type=Path, help="calibrated model (with --test)")
+    e.add_argument("--test", type=Path, help="dataset root holding test/images, test/masks")
+    e.add_argument("--data", type=Path, help="dataset root: calibrate per seed and K")
+    e.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4])
+    e.add_argument("--cluster-grid", "--clusters-list", dest="cluster_grid", type=_ints,
+                   help="K values for --data (default: --clusters or 20)")
+    e.add_argument("--no-empty", action="store_true", help="ignore D/empty (border fallback)")
+    e.add_argument("--json", type=Path, help="write the metrics here")
+    _config_args(e)
+
+    b = sub.add_parser("bench", help="benchmarks: fusion | frame | memory")
+    b.add_argument("what", choices=("fusion", "frame", "memory"))
+    b.add_argument("--images", type=int, default=1000, help="memory: baseline images")
+    b.add_argument("--repeats", type=int, default=50)
+    b.add_argument("--json", type=Path)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from pasta_ros import commands
+    from pasta_ros.core.backbones.base import BackboneError
+    from pasta_ros.core.errors import PastaError
+    from pasta_ros.data.bags import BagError
+    from pasta_ros.data.images import ImageReadError
+    user_errors = (ConfigError, PastaError, BackboneError, BagError, ImageReadError,
+                   FileNotFoundError, RuntimeError)
+    t0 = time.perf_counter()
+    try:
+        result = getattr(commands, f"cmd_{args.command}")(args)
+    except user_errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, dict):
+        print(json.dumps(result, indent=2, default=float))
+    log.info("done in %.1f s", time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

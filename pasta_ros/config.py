@@ -1,0 +1,125 @@
+"""One configuration schema shared by the CLI and the ROS node.
+
+Every field carries a description and an allowed range in its metadata; the node declares its
+ROS parameters from these, the CLI builds its options from them, and :func:`PastaConfig.validate`
+is the one place where values are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or of the wrong kind; the message names the field."""
+
+
+def _f(default: Any, description: str, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"description": description, "lo": lo, "hi": hi, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+BACKBONE_CHOICES = (
+    "efficientnet_lite0", "dinov2_vits14", "dinov3_vits16", "dinov3_convnext_tiny",
+    "clip_vit_b16", "clip_vit_b32_laion2b", "bioclip",
+)
+SEGMENTER_CHOICES = ("clusters",)
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+BACKEND_CHOICES = ("torch", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class PastaConfig:
+    """Calibration and inference settings (PASTA §III-C/D defaults)."""
+
+    backbone: str = _f("efficientnet_lite0", "feature backbone (registry name)",
+                       choices=BACKBONE_CHOICES)
+    weights: str = _f("", "local checkpoint: HF snapshot folder or state-dict file; '' = the "
+                          "backbone's bundled weights (efficientnet_lite0 only)")
+    input_width: int = _f(910, "network input width in pixels before rounding to the stride",
+                          lo=16, hi=8192)
+    input_height: int = _f(512, "network input height in pixels before rounding to the stride",
+                           lo=16, hi=8192)
+    clusters: int = _f(20, "K of MiniBatch K-Means", lo=2, hi=1024)
+    seed: int = _f(0, "random seed for K-Means and sampling", lo=0, hi=2**31 - 1)
+    ratio_threshold: float = _f(0.05, "a cluster is an anomaly when P_ref/P_base < this",
+                                lo=0.0, hi=1.0)
+    vote_threshold: float = _f(0.1, "a segment is an anomaly when its anomaly-patch share > this",
+                               lo=0.0, hi=1.0)
+    background_ratio: float = _f(0.5, "with an empty-scene set: a cluster is background when "
+                                      "P_empty/P_base >= this", lo=0.0, hi=100.0)
+    batch_size: int = _f(4, "images per backbone batch", lo=1, hi=256)
+    kmeans_epochs: int = _f(3, "passes of MiniBatch K-Means over the cached baseline features",
+                            lo=1, hi=100)
+    device: str = _f("auto", "torch device: auto picks cuda when available", choices=DEVICE_CHOICES)
+    backend: str = _f("torch", "inference backend", choices=BACKEND_CHOICES)
+    segmenter: str = _f("clusters", "instance segmenter (weight-free cluster segmenter)",
+                        choices=SEGMENTER_CHOICES)
+    min_area: int = _f(150, "segments smaller than this many pixels (at input size) are dropped",
+                       lo=0, hi=10**7)
+
+    def validate(self) -> PastaConfig:
+        """Check every field against its metadata; raise ConfigError naming the first bad one."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            expected = type(f.default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+                raise ConfigError(f"{f.name}: expected {expected.__name__}, got {value!r}")
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ConfigError(f"{f.name}: {value!r} is not one of {', '.join(meta['choices'])}")
+            lo, hi = meta.get("lo"), meta.get("hi")
+            if lo is not None and value < lo or hi is not None and value > hi:
+                raise ConfigError(f"{f.name}: {value!r} is outside [{lo}, {hi}]")
+        return self
+
+    def replace(self, **changes: Any) -> PastaConfig:
+        """A validated copy with some fields changed (unknown names raise ConfigError)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        coerced = {k: float(v) if isinstance(getattr(self, k), float) and isinstance(v, int)
+                   else v for k, v in changes.items()}
+        return dataclasses.replace(self, **coerced).validate()
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PastaConfig:
+        """Build from a mapping (YAML ros__parameters, JSON manifest); validates."""
+        return cls().replace(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_specs() -> list[dataclasses.Field]:
+    """The schema's fields, for CLI option and ROS parameter declaration."""
+    return list(dataclasses.fields(PastaConfig))
+
+
+def load_yaml_config(path: str) -> dict[str, Any]:
+    """Read config values from YAML: the ROS params form (``/node: ros__parameters: {...}``,
+    the first node's block) or a flat mapping. Unknown keys are left for the caller to reject
+    (node-only parameters such as topics live beside the shared fields)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for value in data.values():
+        if isinstance(value, dict) and "ros__parameters" in value:
+            data = value["ros__parameters"]
+            break
+    names = {f.name for f in dataclasses.fields(PastaConfig)}
+    return {k: v for k, v in data.items() if k in names}

@@ -1,0 +1,13 @@
+"""Errors raised for a user's mistake: the CLI and node print the message, never a traceback."""
+
+
+class PastaError(Exception):
+    """Base class: the message names the problem and, where there is one, the fix."""
+
+
+class CalibrationError(PastaError):
+    """Calibration cannot proceed with the given image sets or settings."""
+
+
+class ModelError(PastaError):
+    """A calibrated model directory is missing, corrupt, or does not match the runtime."""

@@ -1,0 +1,119 @@
+"""Evaluations A and B on a test set, and the paper-style seed x K grid."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pasta_ros.config import PastaConfig
+from pasta_ros.core.calibration import calibrate
+from pasta_ros.core.features import FeatureExtractor
+from pasta_ros.core.segmenters import build_segmenter
+from pasta_ros.core.metrics import ConfusionMatrix, binary_iou, image_auroc, mean_std
+from pasta_ros.data.images import read_image
+from pasta_ros.data.layout import DatasetLayout, read_labels_csv, read_mask, test_pairs
+from pasta_ros.pipeline import PastaPipeline
+
+log = logging.getLogger(__name__)
+METRICS = ("iou_background", "iou_target", "iou_anomaly", "miou", "patch_iou_anomaly",
+           "auroc", "ms_per_image")
+
+
+class CachingExtractor(FeatureExtractor):
+    """A FeatureExtractor that remembers features by image content (float16, in RAM), so a
+    seed x K grid runs the backbone once per image. For evaluation only."""
+
+    def __init__(self, base: FeatureExtractor) -> None:
+        super().__init__(base.backbone, base.max_size, base.device)
+        self._store: dict[bytes, torch.Tensor] = {}
+
+    def features(self, prepared):
+        keys = [hashlib.blake2b(p.tobytes(), digest_size=16).digest() for p in prepared]
+        missing = [i for i, k in enumerate(keys) if k not in self._store]
+        if missing:
+            fresh = super().features([prepared[i] for i in missing])
+            for i, f in zip(missing, fresh):
+                self._store[keys[i]] = f.half()
+        return torch.stack([self._store[k] for k in keys]).float()
+
+
+def evaluate(pipeline: PastaPipeline, layout: DatasetLayout, *, quiet: bool = False) -> dict:
+    """Evaluation B (3-class IoU, mIoU), Evaluation A (patch anomaly IoU), image AUROC when
+    ``labels.csv`` exists, and mean milliseconds per image (whole pipeline)."""
+    pairs = test_pairs(layout)
+    cm = ConfusionMatrix()
+    inter = union = 0
+    scores: dict[str, float] = {}
+    times = []
+    for stem, image_path, mask_path in tqdm(pairs, desc="evaluate", disable=quiet, leave=False):
+        image, truth = read_image(image_path), read_mask(mask_path)
+        t0 = time.perf_counter()
+        result = pipeline.process(image, with_instances=False)
+        times.append((time.perf_counter() - t0) * 1e3)
+        cm.add(truth, result.labels)
+        i, u = binary_iou(truth == 2, result.anomaly_map())
+        inter, union = inter + i, union + u
+        scores[stem] = result.anomaly_score()
+    iou = cm.iou() * 100
+    out = {"images": len(pairs), "iou_background": iou[0], "iou_target": iou[1],
+           "iou_anomaly": iou[2], "miou": float(np.nanmean(iou)),
+           "patch_iou_anomaly": 100.0 * inter / union if union else float("nan"),
+           "auroc": float("nan"), "ms_per_image": float(np.mean(times)) if times else 0.0}
+    if layout.labels_csv is not None:
+        labels = read_labels_csv(layout.labels_csv)
+        stems = [s for s in scores if s in labels]
+        out["auroc"] = 100 * image_auroc([labels[s] for s in stems], [scores[s] for s in stems])
+    return {k: (round(float(v), 3) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def evaluate_grid(layout: DatasetLayout, cfg: PastaConfig, extractor: FeatureExtractor,
+                  seeds: Iterable[int], clusters: Iterable[int], sources, *,
+                  weights_hash: str = "", quiet: bool = False) -> dict:
+    """Calibrate per (K, seed) and evaluate; returns per-run metrics and mean/std per K.
+
+    ``sources`` = (baseline, reference, empty|None) image sources of ``layout``.
+    """
+    cached = CachingExtractor(extractor)
+    runs, summary = [], {}
+    for k in clusters:
+        per_k = []
+        for seed in seeds:
+            run_cfg = cfg.replace(clusters=k, seed=seed)
+            model = calibrate(cached, *sources, run_cfg, weights_hash=weights_hash, quiet=quiet)
+            pipe = PastaPipeline(model, cached, build_segmenter(run_cfg.segmenter, model, run_cfg), run_cfg.vote_threshold)
+            metrics = evaluate(pipe, layout, quiet=quiet)
+            metrics.update(clusters=k, seed=seed, anomaly_clusters=int(model.anomaly.sum()))
+            log.info("K=%d seed=%d: %s", k, seed, metrics)
+            per_k.append(metrics)
+            runs.append(metrics)
+        summary[str(k)] = {m: dict(zip(("mean", "std"), map(_r, mean_std([r[m] for r in per_k]))))
+                           for m in METRICS}
+    return {"runs": runs, "summary": summary}
+
+
+def _r(x: float) -> float:
+    return round(x, 3)
+
+
+def format_summary(summary: dict) -> str:
+    """Paper-style table: one row per K, 'mean (std)' per metric."""
+    cols = ("iou_background", "iou_target", "iou_anomaly", "miou", "patch_iou_anomaly", "auroc")
+    head = f"{'K':>4} " + " ".join(f"{c:>20}" for c in cols)
+    lines = [head]
+    for k, row in summary.items():
+        cells = [f"{row[c]['mean']:.1f} ({row[c]['std']:.1f})" for c in cols]
+        lines.append(f"{k:>4} " + " ".join(f"{c:>20}" for c in cells))
+    return "\n".join(lines)
+
+
+def save_json(path: str | Path, data: dict) -> None:
+    import json
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2, default=float))

@@ -1,0 +1,120 @@
+"""The pipeline wrapper used by the CLI and the ROS node: image in, 3-class mask out.
+
+``PastaPipeline.process(image)``: resize -> backbone -> nearest-centroid clusters ->
+anomaly patches (Evaluation A) -> segmenter instances -> mask-feature fusion (Evaluation B).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pasta_ros.config import PastaConfig
+from pasta_ros.core.backbones import build_backbone, weights_fingerprint
+from pasta_ros.core.clustering import assign_clusters
+from pasta_ros.core.errors import ModelError
+from pasta_ros.core.features import FeatureExtractor, resolve_device
+from pasta_ros.core.fusion import Instance, fuse, upsample_nearest
+from pasta_ros.core.model_io import CalibratedModel, load_model
+from pasta_ros.core.segmenters import Segmenter, build_segmenter
+
+
+@dataclass
+class FrameResult:
+    """One processed frame, in the input image's pixels.
+
+    labels ``(H, W) uint8`` {0 background, 1 target, 2 anomaly}; instances with bbox/centroid
+    in input pixels; cluster_map ``(h, w) int64`` and anomaly_patches ``(h, w) bool`` on the
+    patch grid; timings in milliseconds per stage.
+    """
+
+    labels: np.ndarray
+    instances: list[Instance]
+    cluster_map: np.ndarray
+    anomaly_patches: np.ndarray
+    model_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def anomaly_map(self) -> np.ndarray:
+        """Evaluation A: ``(H, W) bool`` anomaly patches upsampled nearest to the image."""
+        h, w = self.labels.shape
+        return upsample_nearest(torch.from_numpy(self.anomaly_patches), h, w).numpy()
+
+    def anomaly_score(self) -> float:
+        """Image-level anomaly score: the share of patches in anomaly clusters."""
+        return float(self.anomaly_patches.mean())
+
+
+def check_model_matches(model: CalibratedModel, cfg: PastaConfig, explicit: set[str]) -> None:
+    """Raise ModelError when settings the user gave explicitly contradict the model."""
+    if "backbone" in explicit and cfg.backbone != model.backbone:
+        raise ModelError(f"the model was calibrated with backbone {model.backbone!r} but "
+                         f"{cfg.backbone!r} was requested; recalibrate or drop the option")
+    size = (cfg.input_width, cfg.input_height)
+    if explicit & {"input_width", "input_height"} and size != tuple(model.input_size):
+        raise ModelError(f"the model was calibrated at input size {model.input_size[0]}x"
+                         f"{model.input_size[1]} but {size[0]}x{size[1]} was requested")
+
+
+class PastaPipeline:
+    """A calibrated model with its backbone and segmenter, ready for frames."""
+
+    def __init__(self, model: CalibratedModel, extractor: FeatureExtractor,
+                 segmenter: Segmenter, vote_threshold: float) -> None:
+        if extractor.info.channels != model.channels:
+            raise ModelError(f"the model has {model.channels}-dim centres but backbone "
+                             f"{extractor.info.name} gives {extractor.info.channels} channels")
+        self.model = model
+        self.extractor = extractor
+        self.segmenter = segmenter
+        self.vote_threshold = vote_threshold
+        self.centers = torch.from_numpy(model.centers).to(extractor.device)
+        self.anomaly_lut = torch.from_numpy(model.anomaly).to(extractor.device)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, cfg: PastaConfig | None = None, *,
+             explicit: set[str] | None = None, extractor: FeatureExtractor | None = None,
+             ) -> PastaPipeline:
+        """Load a model directory and build its backbone (``cfg.weights``) and segmenter."""
+        model = load_model(model_dir)
+        cfg = cfg or PastaConfig()
+        check_model_matches(model, cfg, explicit or set())
+        if extractor is None:
+            backbone = build_backbone(model.backbone, cfg.weights)
+            extractor = FeatureExtractor(backbone, model.input_size, resolve_device(cfg.device))
+        fingerprint = weights_fingerprint(model.backbone, cfg.weights)
+        if model.weights_hash and fingerprint != model.weights_hash:
+            raise ModelError(f"the model was calibrated with {model.backbone} weights "
+                             f"{model.weights_hash} but the given weights hash to {fingerprint}")
+        vote = cfg.vote_threshold if explicit and "vote_threshold" in explicit \
+            else model.vote_threshold
+        return cls(model, extractor, build_segmenter(cfg.segmenter, model, cfg), vote)
+
+    @torch.inference_mode()
+    def process(self, image: np.ndarray, *, with_instances: bool = True) -> FrameResult:
+        """``(H, W, 3) uint8`` RGB -> FrameResult (labels and instances at H x W)."""
+        t = [time.perf_counter()]
+        prepared = self.extractor.prepare(image)
+        t.append(time.perf_counter())
+        feats = self.extractor.features([prepared])
+        t.append(time.perf_counter())
+        cluster_map = assign_clusters(feats, self.centers)[0]
+        anomaly = self.anomaly_lut[cluster_map]
+        t.append(time.perf_counter())
+        ids = self.segmenter.segment(prepared, cluster_map)
+        h, w = image.shape[:2]
+        if ids.shape != (h, w):
+            ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
+        t.append(time.perf_counter())
+        fused = fuse(ids, anomaly, self.vote_threshold, with_instances=with_instances)
+        t.append(time.perf_counter())
+        stages = ("preprocess", "backbone", "assign", "segment", "fusion")
+        timings = {s: (b - a) * 1e3 for s, a, b in zip(stages, t, t[1:])}
+        timings["total"] = (t[-1] - t[0]) * 1e3
+        return FrameResult(fused.labels, fused.instances, cluster_map.cpu().numpy(),
+                           anomaly.cpu().numpy(), self.model.model_id, timings)
