@@ -123,7 +123,8 @@ def bench_frame(args: Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         lay = generate("steel", Path(tmp), seed=0, n_baseline=12, n_reference=6, n_empty=3,
                        n_test=6)
-        ext = FeatureExtractor(build_backbone(cfg.backbone), (cfg.input_width, cfg.input_height))
+        ext = FeatureExtractor(build_backbone(cfg.backbone), (cfg.input_width, cfg.input_height),
+                               color_weight=cfg.color_weight)
         model = calibrate(ext, folder_source(lay.baseline), folder_source(lay.reference),
                           folder_source(lay.empty), cfg, quiet=True)
         pipe = PastaPipeline(model, ext, build_segmenter("clusters", model, cfg), 0.1)
@@ -157,7 +158,7 @@ def source(count, targets_only):
             yield str(i), rgb
     return gen
 cfg = PastaConfig()
-ext = FeatureExtractor(build_backbone(cfg.backbone), (910, 512))
+ext = FeatureExtractor(build_backbone(cfg.backbone), (910, 512), color_weight=cfg.color_weight)
 model = calibrate(ext, source(n, False), source(max(4, n // 10), True), None, cfg, quiet=True)
 print(json.dumps({"images": n, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "anomaly_clusters": int(model.anomaly.sum())}))

@@ -29,7 +29,7 @@ log = logging.getLogger("pasta")
 def make_extractor(cfg: PastaConfig) -> FeatureExtractor:
     backbone = build_backbone(cfg.backbone, cfg.weights)
     return FeatureExtractor(backbone, (cfg.input_width, cfg.input_height),
-                            resolve_device(cfg.device))
+                            resolve_device(cfg.device), cfg.color_weight)
 
 
 def cmd_synth(args: argparse.Namespace) -> dict:

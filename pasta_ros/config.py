@@ -49,6 +49,13 @@ class PastaConfig:
                                 lo=0.0, hi=1.0)
     vote_threshold: float = _f(0.1, "a segment is an anomaly when its anomaly-patch share > this",
                                lo=0.0, hi=1.0)
+    color_weight: float = _f(2.0, "weight of a per-patch opponent-colour descriptor appended to "
+                                  "the L2-normalised backbone features (0 = backbone only)",
+                             lo=0.0, hi=100.0)
+    object_codebook: bool = _f(True, "spend the K clusters on object patches: background "
+                                     "clusters of a first scene-level K-Means are kept and a "
+                                     "second K-Means with K clusters runs on the remaining "
+                                     "patches (False = the paper's single K-Means)")
     background_ratio: float = _f(0.5, "with an empty-scene set: a cluster is background when "
                                       "P_empty/P_base >= this", lo=0.0, hi=100.0)
     batch_size: int = _f(4, "images per backbone batch", lo=1, hi=256)
@@ -71,7 +78,8 @@ class PastaConfig:
                 value = float(value)
             if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
                 raise ConfigError(f"{f.name}: expected {expected.__name__}, got {value!r}")
-            if meta.get("choices") and value not in meta["choices"]:
+            base = value.split(":")[0] if f.name == "backbone" else value  # layer suffix
+            if meta.get("choices") and base not in meta["choices"]:
                 raise ConfigError(f"{f.name}: {value!r} is not one of {', '.join(meta['choices'])}")
             lo, hi = meta.get("lo"), meta.get("hi")
             if lo is not None and value < lo or hi is not None and value > hi:

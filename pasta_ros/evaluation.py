@@ -31,7 +31,7 @@ class CachingExtractor(FeatureExtractor):
     seed x K grid runs the backbone once per image. For evaluation only."""
 
     def __init__(self, base: FeatureExtractor) -> None:
-        super().__init__(base.backbone, base.max_size, base.device)
+        super().__init__(base.backbone, base.max_size, base.device, base.color_weight)
         self._store: dict[bytes, torch.Tensor] = {}
 
     def features(self, prepared):

@@ -66,9 +66,10 @@ class PastaPipeline:
 
     def __init__(self, model: CalibratedModel, extractor: FeatureExtractor,
                  segmenter: Segmenter, vote_threshold: float) -> None:
-        if extractor.info.channels != model.channels:
+        if extractor.channels != model.channels:
             raise ModelError(f"the model has {model.channels}-dim centres but backbone "
-                             f"{extractor.info.name} gives {extractor.info.channels} channels")
+                             f"{extractor.info.name} (colour weight {extractor.color_weight}) "
+                             f"gives {extractor.channels} channels")
         self.model = model
         self.extractor = extractor
         self.segmenter = segmenter
@@ -86,7 +87,8 @@ class PastaPipeline:
         check_model_matches(model, cfg, explicit or set())
         if extractor is None:
             backbone = build_backbone(model.backbone, cfg.weights)
-            extractor = FeatureExtractor(backbone, model.input_size, resolve_device(cfg.device))
+            extractor = FeatureExtractor(backbone, model.input_size, resolve_device(cfg.device),
+                                         model.color_weight)
         fingerprint = weights_fingerprint(model.backbone, cfg.weights)
         if model.weights_hash and fingerprint != model.weights_hash:
             raise ModelError(f"the model was calibrated with {model.backbone} weights "

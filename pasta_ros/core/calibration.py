@@ -46,24 +46,49 @@ def _progress(iterable, desc: str, quiet: bool):
     return tqdm(iterable, desc=desc, unit="batch", disable=quiet, leave=False)
 
 
-def cache_baseline(extractor: FeatureExtractor, source: ImageSource, cache: FeatureCache,
-                   batch_size: int, quiet: bool) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Pass 1: baseline features into ``cache``; returns names and ``(n_images, h, w)`` runs."""
-    names: list[str] = []
-    shapes: list[tuple[int, int, int]] = []
-    for batch_names, _, feats in _progress(extractor.batches(source(), batch_size),
-                                           "baseline features", quiet):
-        names.extend(batch_names)
-        cache.append(grid_to_rows(feats))
-        shapes.append((feats.shape[0], feats.shape[2], feats.shape[3]))
-    if not names:
-        raise CalibrationError("the baseline set is empty: no readable images were found")
-    return names, shapes
+class CachedSet:
+    """One image set's features on disk: names, ``(n_images, h, w)`` batch runs, rows."""
+
+    def __init__(self, channels: int) -> None:
+        self.cache = FeatureCache(channels)
+        self.names: list[str] = []
+        self.shapes: list[tuple[int, int, int]] = []
+
+    def fill(self, extractor: FeatureExtractor, source: ImageSource, batch_size: int,
+             label: str, quiet: bool) -> CachedSet:
+        """Run the backbone over the set once; raise CalibrationError when it is empty."""
+        for names, _, feats in _progress(extractor.batches(source(), batch_size),
+                                         f"{label} features", quiet):
+            self.names.extend(names)
+            self.cache.append(grid_to_rows(feats))
+            self.shapes.append((feats.shape[0], feats.shape[2], feats.shape[3]))
+        if not self.names:
+            raise CalibrationError(f"the {label} set is empty: no readable images were found")
+        return self
+
+    def maps(self, centers: torch.Tensor) -> SetMaps:
+        """Cluster maps and counts of every cached image under ``centers``."""
+        return maps_from_cache(self.cache.array(), self.shapes, self.names, centers,
+                               centers.shape[0])
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+class RowSubset:
+    """Rows ``index`` of a ``(N, C)`` array, indexable like an array (for fit_kmeans)."""
+
+    def __init__(self, rows: np.ndarray, index: np.ndarray) -> None:
+        self.rows, self.index = rows, index
+        self.shape = (index.shape[0], rows.shape[1])
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        return self.rows[self.index[idx]]
 
 
 def maps_from_cache(rows: np.ndarray, shapes: list[tuple[int, int, int]], names: list[str],
                     centers: torch.Tensor, k: int) -> SetMaps:
-    """Pass 2: assign the cached baseline rows, batch by batch."""
+    """Assign cached rows batch by batch -> SetMaps."""
     out = SetMaps(counts=np.zeros(k, np.int64))
     start, name_i = 0, 0
     for b, h, w in shapes:
@@ -73,20 +98,6 @@ def maps_from_cache(rows: np.ndarray, shapes: list[tuple[int, int, int]], names:
         out.add(names[name_i:name_i + b], ids)
         out.counts += cluster_counts(ids, k)
         start, name_i = start + n, name_i + b
-    return out
-
-
-def project_set(extractor: FeatureExtractor, source: ImageSource, centers: torch.Tensor,
-                batch_size: int, desc: str, quiet: bool) -> SetMaps:
-    """Pass 3: cluster maps and counts of a set under the frozen K-Means."""
-    k = centers.shape[0]
-    out = SetMaps(counts=np.zeros(k, np.int64))
-    for names, _, feats in _progress(extractor.batches(source(), batch_size), desc, quiet):
-        ids = assign_clusters(feats, centers)
-        out.add(names, ids)
-        out.counts += cluster_counts(ids, k)
-    if not out.names:
-        raise CalibrationError(f"the {desc.split()[0]} set is empty: no readable images")
     return out
 
 
@@ -121,33 +132,80 @@ def color_model(extractor: FeatureExtractor, sets: list[tuple[ImageSource, SetMa
     return builder.log_odds()
 
 
+def object_codebook(base: CachedSet, scene: np.ndarray, background: np.ndarray,
+                    base_maps: SetMaps, cfg: PastaConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Background centres of the scene codebook + K centres fitted on the other patches.
+
+    Returns centres ``(n_bg + K, C) float32`` and their background flags ``(n_bg + K,)``.
+    """
+    flat = np.concatenate([m.ravel() for m in base_maps.maps]).astype(np.int64)
+    index = np.flatnonzero(~background[flat])
+    if index.shape[0] < cfg.clusters:
+        raise CalibrationError(f"only {index.shape[0]} object patches for K={cfg.clusters}: "
+                               "the baseline shows (almost) no objects")
+    objects = fit_kmeans(RowSubset(base.cache.array(), index), cfg.clusters,
+                         seed=cfg.seed, epochs=cfg.kmeans_epochs)
+    centers = np.concatenate([scene[background], objects]).astype(np.float32)
+    flags = np.concatenate([np.ones(int(background.sum()), bool),
+                            np.zeros(cfg.clusters, bool)])
+    return centers, flags
+
+
+def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet | None,
+                 cfg: PastaConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """Phase 1: centres, background flags and where the background came from."""
+    rows = base.cache.array()
+    log.info("K-Means: %d patches from %d baseline images, K=%d", rows.shape[0],
+             len(base.names), cfg.clusters)
+    scene = fit_kmeans(rows, cfg.clusters, seed=cfg.seed, epochs=cfg.kmeans_epochs)
+    scene_t = torch.from_numpy(scene).to(extractor.device)
+    base_maps = base.maps(scene_t)
+    empty_maps = empty.maps(scene_t) if empty is not None else None
+    background, source, _ = background_clusters(base_maps, empty_maps,
+                                                aa.distribution(base_maps.counts), cfg)
+    if not cfg.object_codebook:
+        return scene, background, source
+    centers, flags = object_codebook(base, scene, background, base_maps, cfg)
+    return centers, flags, source
+
+
 def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: ImageSource,
               empty: ImageSource | None, cfg: PastaConfig, *, weights_hash: str = "",
               quiet: bool = False) -> CalibratedModel:
     """Run Phases 1-2 (and segmenter statistics); returns an unsaved CalibratedModel."""
-    k = cfg.clusters
-    with FeatureCache(extractor.info.channels) as cache:
-        names, shapes = cache_baseline(extractor, baseline, cache, cfg.batch_size, quiet)
-        rows = cache.array()
-        log.info("K-Means: %d patches from %d baseline images, K=%d", rows.shape[0],
-                 len(names), k)
-        centers_np = fit_kmeans(rows, k, seed=cfg.seed, epochs=cfg.kmeans_epochs)
+    c = extractor.channels
+    sets: list[CachedSet] = []
+    try:
+        base = CachedSet(c)
+        sets.append(base)
+        base.fill(extractor, baseline, cfg.batch_size, "baseline", quiet)
+        ref = CachedSet(c)
+        sets.append(ref)
+        ref.fill(extractor, reference, cfg.batch_size, "reference", quiet)
+        emp = None
+        if empty is not None:
+            emp = CachedSet(c)
+            sets.append(emp)
+            emp.fill(extractor, empty, cfg.batch_size, "empty", quiet)
+        centers_np, background, bg_source = fit_codebook(extractor, base, emp, cfg)
         centers = torch.from_numpy(centers_np).to(extractor.device)
-        base = maps_from_cache(rows, shapes, names, centers, k)
-        del rows
-    ref = project_set(extractor, reference, centers, cfg.batch_size, "reference features", quiet)
-    emp = (project_set(extractor, empty, centers, cfg.batch_size, "empty features", quiet)
-           if empty is not None else None)
-    p_base, p_ref = aa.distribution(base.counts), aa.distribution(ref.counts)
-    anomaly = aa.anomaly_clusters(p_ref, p_base, cfg.ratio_threshold)
-    background, bg_source, p_empty = background_clusters(base, emp, p_base, cfg)
-    anomaly &= ~background  # a cluster of empty belt is never an anomaly
-    sets = [(baseline, base), (reference, ref)] + ([(empty, None)] if empty else [])
-    log_odds = color_model(extractor, sets, background, quiet)
-    stats = {"baseline_images": len(base.names), "reference_images": len(ref.names),
-             "empty_images": len(emp.names) if emp else 0,
-             "baseline_patches": int(base.counts.sum()),
-             "reference_patches": int(ref.counts.sum())}
+        base_maps, ref_maps = base.maps(centers), ref.maps(centers)
+        emp_maps = emp.maps(centers) if emp is not None else None
+    finally:
+        for cached in sets:
+            cached.close()
+    p_base, p_ref = aa.distribution(base_maps.counts), aa.distribution(ref_maps.counts)
+    p_empty = aa.distribution(emp_maps.counts) if emp_maps is not None else None
+    anomaly = aa.anomaly_clusters(p_ref, p_base, cfg.ratio_threshold) & ~background
+    colour_sets = [(baseline, base_maps), (reference, ref_maps)]
+    colour_sets += [(empty, None)] if empty is not None else []
+    log_odds = color_model(extractor, colour_sets, background, quiet)
+    stats = {"baseline_images": len(base_maps.names), "reference_images": len(ref_maps.names),
+             "empty_images": len(emp_maps.names) if emp_maps else 0,
+             "baseline_patches": int(base_maps.counts.sum()),
+             "reference_patches": int(ref_maps.counts.sum()),
+             "object_clusters": int((~background).sum()),
+             "background_clusters": int(background.sum())}
     if not anomaly.any():
         log.warning("no cluster has P_ref/P_base < %.3g: the model will report no anomalies",
                     cfg.ratio_threshold)
@@ -157,4 +215,4 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
         centers=centers_np, p_baseline=p_base, p_reference=p_ref, anomaly=anomaly,
         background=background, color_log_odds=log_odds, ratio_threshold=cfg.ratio_threshold,
         vote_threshold=cfg.vote_threshold, seed=cfg.seed, background_source=bg_source,
-        p_empty=p_empty, stats=stats).finalize()
+        p_empty=p_empty, stats=stats, color_weight=extractor.color_weight).finalize()

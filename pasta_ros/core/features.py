@@ -29,11 +29,17 @@ class FeatureExtractor:
     aspect kept and sides rounded to the backbone stride."""
 
     def __init__(self, backbone: Backbone, max_size: tuple[int, int],
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", color_weight: float = 0.0) -> None:
         self.device = torch.device(device)
         self.backbone = backbone.to(self.device).eval()
         self.info = backbone.info
         self.max_size = max_size
+        self.color_weight = float(color_weight)
+
+    @property
+    def channels(self) -> int:
+        """C of :meth:`features`: backbone channels (+3 with the colour descriptor)."""
+        return self.info.channels + (3 if self.color_weight > 0 else 0)
 
     def size_for(self, image: np.ndarray) -> tuple[int, int]:
         """Network input ``(W, H)`` for an ``(H, W, 3)`` image."""
@@ -51,7 +57,13 @@ class FeatureExtractor:
         for img in prepared:
             check_min_size(img, self.info.stride)
         x = to_tensor_batch(prepared, self.info.mean, self.info.std, self.device)
-        return self.backbone(x).float()
+        feats = self.backbone(x).float()
+        if self.color_weight <= 0:
+            return feats
+        rgb = (x * torch.tensor(self.info.std, device=self.device).view(1, 3, 1, 1)
+               + torch.tensor(self.info.mean, device=self.device).view(1, 3, 1, 1))
+        return torch.cat([torch.nn.functional.normalize(feats, dim=1),
+                          self.color_weight * patch_colors(rgb, feats.shape[-2:])], dim=1)
 
     def batches(self, source: Iterable[tuple[str, np.ndarray]], batch_size: int,
                 ) -> Iterator[tuple[list[str], list[np.ndarray], torch.Tensor]]:
@@ -74,3 +86,19 @@ def prepared_images(extractor: FeatureExtractor, source: ImageSource,
     """The images of a source resized to the network size (no backbone run)."""
     for name, image in source():
         yield name, extractor.prepare(image)
+
+
+# Opponent colour space: two chroma axes and lightness, orthonormal.
+_OPPONENT = torch.tensor([[0.7071, -0.7071, 0.0], [0.4082, 0.4082, -0.8165],
+                          [0.5774, 0.5774, 0.5774]])
+
+
+def patch_colors(rgb: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Mean opponent colour per feature cell: ``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, 3, h, w)``.
+
+    ImageNet- and self-supervised backbones are trained to be largely colour invariant;
+    copper vs steel or weed vs crop can hinge on colour, so calibration may append it.
+    Lightness is down-weighted (x0.5) so shading does not dominate."""
+    pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, grid)
+    opp = torch.einsum("ij,bjhw->bihw", _OPPONENT.to(rgb.device), pooled)
+    return opp * torch.tensor([1.0, 1.0, 0.5], device=rgb.device).view(1, 3, 1, 1)

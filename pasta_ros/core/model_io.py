@@ -46,6 +46,7 @@ class CalibratedModel:
     vote_threshold: float
     seed: int
     background_source: str = "border"
+    color_weight: float = 0.0
     p_empty: np.ndarray | None = None
     stats: dict = field(default_factory=dict)
     model_id: str = ""
@@ -107,7 +108,7 @@ def save_model(model: CalibratedModel, directory: str | Path) -> Path:
         "input_size": list(model.input_size), "stride": model.stride,
         "clusters": model.k, "channels": model.channels, "seed": model.seed,
         "ratio_threshold": model.ratio_threshold, "vote_threshold": model.vote_threshold,
-        "background_source": model.background_source,
+        "background_source": model.background_source, "color_weight": model.color_weight,
         "p_baseline": model.p_baseline.round(8).tolist(),
         "p_reference": model.p_reference.round(8).tolist(),
         "p_empty": None if model.p_empty is None else model.p_empty.round(8).tolist(),
@@ -157,6 +158,7 @@ def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
             color_log_odds=a["color_log_odds"], ratio_threshold=float(m["ratio_threshold"]),
             vote_threshold=float(m["vote_threshold"]), seed=int(m["seed"]),
             background_source=m["background_source"], p_empty=a.get("p_empty"),
+            color_weight=float(m.get("color_weight", 0.0)),
             stats=m.get("stats", {}), model_id=m["model_id"], created=m["created"])
     except KeyError as exc:
         raise ModelError(f"{d}: the model lacks {exc}; recalibrate") from None

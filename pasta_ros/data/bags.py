@@ -1,13 +1,14 @@
 """ROS 2 bags <-> ``(H, W, 3) uint8 RGB`` frames, with no ROS install (``rosbags``).
 
 Reads ``sensor_msgs/msg/Image`` and ``sensor_msgs/msg/CompressedImage`` from sqlite3 and mcap
-bags, writes them for tests, the demo and ``pasta play``. :func:`image_from_msg_fields` is the
-one Image -> RGB conversion; the ROS node calls it with the fields of a live message.
+bags, writes them for tests, the demo and ``pasta play``. The message <-> array conversion lives
+in :mod:`pasta_ros.data.imgmsg` (re-exported here) so the ROS node can use it without rosbags.
 Bags are written in rosbag2 format version 9 (Jazzy and later).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import time
@@ -20,8 +21,20 @@ import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_typestore
 
-from pasta_ros.data.images import ImageReadError, to_rgb_uint8
+from pasta_ros.data.images import to_rgb_uint8
+from pasta_ros.data.imgmsg import (
+    SUPPORTED_ENCODINGS,
+    decode_compressed,
+    image_from_msg_fields,
+    image_to_msg_fields,
+)
 
+__all__ = [
+    "COMPRESSED_MSGTYPE", "IMAGE_MSGTYPE", "SUPPORTED_ENCODINGS", "TYPESTORE", "BagError",
+    "BagImageReader", "BagWriter", "decode_compressed", "image_from_msg_fields",
+    "image_to_msg_fields", "list_image_topics", "make_compressed_msg", "make_image_msg",
+    "read_bag_images", "write_bag_images",
+]
 log = logging.getLogger(__name__)
 
 IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
@@ -30,134 +43,9 @@ IMAGE_MSGTYPES = (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE)
 # Image and CompressedImage are identical in every ROS 2 distro; Jazzy is the current LTS.
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 
-# encoding -> (channels, numpy dtype of one channel, channel order of the source)
-_ENCODINGS: dict[str, tuple[int, str, str]] = {
-    "rgb8": (3, "u1", "rgb"),
-    "bgr8": (3, "u1", "bgr"),
-    "rgba8": (4, "u1", "rgba"),
-    "bgra8": (4, "u1", "bgra"),
-    "mono8": (1, "u1", "gray"),
-    "8UC1": (1, "u1", "gray"),
-    "mono16": (1, "u2", "gray"),
-    "16UC1": (1, "u2", "gray"),
-}
-SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
-
 
 class BagError(ValueError):
     """A bag cannot be read or written as asked; the message names the bag, topic or frame."""
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-def image_from_msg_fields(
-    encoding: str, height: int, width: int, step: int, is_bigendian: bool | int, data: Any
-) -> np.ndarray:
-    """Convert the fields of a ``sensor_msgs/msg/Image`` to ``(H, W, 3) uint8`` RGB.
-
-    Honours ``step`` (row padding) and ``is_bigendian`` (16-bit encodings). ``data`` is any
-    buffer of bytes (``bytes``, ``array.array``, uint8 numpy array). mono16 keeps the high
-    byte (see :func:`~pasta_ros.data.images.to_rgb_uint8`); alpha is dropped.
-
-    Raises:
-        ImageReadError: unsupported encoding, inconsistent sizes or too little data.
-    """
-    if encoding not in _ENCODINGS:
-        raise ImageReadError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(_ENCODINGS)}"
-        )
-    channels, kind, order = _ENCODINGS[encoding]
-    itemsize = 2 if kind == "u2" else 1
-    row_bytes = width * channels * itemsize
-    if height <= 0 or width <= 0:
-        raise ImageReadError(f"image has zero size ({width}x{height})")
-    if step < row_bytes:
-        raise ImageReadError(
-            f"step {step} is smaller than width*channels*bytes = {row_bytes} for {encoding}"
-        )
-    buf = data.reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else np.frombuffer(
-        data, dtype=np.uint8
-    )
-    if buf.size < step * height:
-        raise ImageReadError(
-            f"image data has {buf.size} bytes, expected step*height = {step * height}"
-        )
-    rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
-    dtype = np.dtype(("<" if kind == "u2" else "|") + kind)
-    if kind == "u2" and is_bigendian:
-        dtype = np.dtype(">u2")
-    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
-    if kind == "u2":
-        pixels = pixels.astype(np.uint16)
-    if order in ("bgr", "bgra"):
-        pixels = pixels[:, :, [2, 1, 0]]
-    elif order == "rgba":
-        pixels = pixels[:, :, :3]
-    return to_rgb_uint8(pixels)
-
-
-def image_to_msg_fields(
-    img: np.ndarray, encoding: str = "rgb8", *, is_bigendian: bool = False, row_padding: int = 0
-) -> dict[str, Any]:
-    """Fields of a ``sensor_msgs/msg/Image`` holding ``img``.
-
-    ``img``: ``(H, W, 3) uint8`` RGB for any encoding; mono encodings also take ``(H, W)``
-    gray (uint8, or uint16 for mono16). RGB -> gray uses OpenCV's luma weights; uint8 ->
-    mono16 multiplies by 257 so that reading back gives the same bytes. Alpha is written
-    as 255. ``row_padding`` extra zero bytes per row make ``step > width * channels``.
-
-    Returns:
-        dict with ``encoding, height, width, step, is_bigendian`` and ``data`` (flat uint8).
-    """
-    if encoding not in _ENCODINGS:
-        raise ImageReadError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(_ENCODINGS)}"
-        )
-    channels, kind, order = _ENCODINGS[encoding]
-    pixels = _pixels_for(img, channels, kind, order)
-    if kind == "u2":
-        pixels = pixels.astype(">u2" if is_bigendian else "<u2")
-    h, w = pixels.shape[:2]
-    rows = np.ascontiguousarray(pixels).view(np.uint8).reshape(h, -1)
-    if row_padding:
-        rows = np.concatenate([rows, np.zeros((h, row_padding), np.uint8)], axis=1)
-    return {
-        "encoding": encoding,
-        "height": h,
-        "width": w,
-        "step": rows.shape[1],
-        "is_bigendian": int(bool(is_bigendian)),
-        "data": rows.reshape(-1),
-    }
-
-
-def _pixels_for(img: np.ndarray, channels: int, kind: str, order: str) -> np.ndarray:
-    if channels == 1:
-        if img.ndim == 3:
-            img = cv2.cvtColor(to_rgb_uint8(img), cv2.COLOR_RGB2GRAY)
-        if kind == "u2":
-            return img.astype(np.uint16) * 257 if img.dtype == np.uint8 else img.astype(np.uint16)
-        return to_rgb_uint8(img)[:, :, 0]
-    rgb = to_rgb_uint8(img)
-    if order.startswith("bgr"):
-        rgb = rgb[:, :, ::-1]
-    if channels == 4:
-        alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
-        rgb = np.concatenate([rgb, alpha], axis=2)
-    return rgb
-
-
-def _decode_compressed(data: Any) -> np.ndarray:
-    buf = np.asarray(data, dtype=np.uint8).reshape(-1)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
-    if img is None:
-        raise ImageReadError("compressed image data cannot be decoded")
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-    return to_rgb_uint8(img)
 
 
 # --------------------------------------------------------------------------- reading
@@ -248,7 +136,15 @@ class BagImageReader:
         reader = _open_reader(self.bag)
         try:
             conns = [c for c in reader.connections if c.topic == self.topic]
-            for index, (_, log_ns, raw) in enumerate(reader.messages(connections=conns)):
+            messages = reader.messages(connections=conns)
+            for index in itertools.count():
+                try:
+                    _, log_ns, raw = next(messages)
+                except StopIteration:
+                    break
+                except Exception as exc:  # storage-level damage: cannot continue the read
+                    raise BagError(f"{self.bag}: storage error after {self.read} frames of "
+                                   f"{self.topic!r}: {exc}") from exc
                 frame = self._decode(raw, log_ns, index)
                 if frame is None:
                     continue
@@ -272,8 +168,8 @@ class BagImageReader:
                     msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
                 )
             else:
-                rgb = _decode_compressed(msg.data)
-        except Exception as exc:  # noqa: BLE001 - any bad frame is skipped, never fatal
+                rgb = decode_compressed(msg.data)
+        except Exception as exc:  # any bad frame is skipped, never fatal
             self.skipped += 1
             log.warning(
                 "%s %s: skipping undecodable frame %d (t=%d ns): %s",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from pasta_ros.data.layout import DatasetLayout, write_labels_csv, write_mask
 from pasta_ros.data.synth_plants import plant_object, soil_background
@@ -216,7 +217,8 @@ def generate(
     _prepare(out, overwrite)
     plan = np.random.default_rng([seed, len(_SETS)])
     anomalous = plan.permutation(np.arange(n_test) < round(n_test * params.test_anomalous))
-    bar = _progress(sum(counts.values()), preset) if progress else None
+    bar = tqdm(total=sum(counts.values()), desc=f"synth {preset}", unit="img",
+               disable=not progress)
     labels: dict[str, int] = {}
     for set_id, name in enumerate(_SETS):
         folder = out / name / "images" if name == "test" else out / name
@@ -233,20 +235,12 @@ def generate(
             if name == "test":
                 write_mask(out / "test" / "masks" / f"{stem}.png", lab)
                 labels[stem] = int((lab == 2).any())
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
+            bar.update()
+    bar.close()
     if n_test:
         write_labels_csv(out / "test" / "labels.csv", labels)
     _write_meta(out, params, seed, width, height, counts, labels)
     return DatasetLayout.discover(out)
-
-
-def _progress(total: int, preset: str):  # noqa: ANN202 - tqdm type is optional at runtime
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"synth {preset}", unit="img")
 
 
 def _write_meta(out: Path, params: PresetParams, seed: int, width: int, height: int,

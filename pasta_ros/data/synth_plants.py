@@ -194,25 +194,33 @@ def _grass(rng: np.random.Generator, r: float) -> list[Leaf]:
             for _ in range(int(rng.integers(4, 13)))]
 
 
+def _stem(base: np.ndarray, t: float, length: float, width: float) -> Leaf:
+    return Leaf(base, t, length, width, q=1.0)
+
+
 def _chickweed(rng: np.random.Generator, r: float) -> list[Leaf]:
-    """Many small oval leaves in pairs along short stems."""
-    leaves = []
-    for _ in range(int(rng.integers(2, 6))):
+    """Many small oval leaves in opposite pairs along short stems."""
+    leaves: list[Leaf] = []
+    for _ in range(int(rng.integers(3, 7))):
         t = rng.uniform(0, 2 * np.pi)
-        for d in np.linspace(0.2, 0.8, int(rng.integers(2, 5))) * r:
-            size = r * rng.uniform(0.15, 0.25)
+        reach = r * rng.uniform(0.45, 0.75)
+        leaves.append(_stem(np.zeros(2), t, reach, max(1.5, r * 0.04)))
+        for d in np.linspace(0.3, 1.0, int(rng.integers(2, 5))) * reach:
+            size = r * rng.uniform(0.2, 0.3)
             for side in (-1.0, 1.0):
-                tl = t + side * rng.uniform(0.6, 1.2)
+                tl = t + side * rng.uniform(0.5, 1.1)
                 leaves.append(Leaf(_polar(d, t), tl, size, size * 0.6, q=0.9))
     return leaves
 
 
 def _clover(rng: np.random.Generator, r: float) -> list[Leaf]:
-    """Clover: trefoils of three obcordate leaflets (drawn with the pale chevron)."""
-    leaves = []
+    """Clover: trefoils of three obovate leaflets (drawn with the pale chevron) on stalks."""
+    leaves: list[Leaf] = []
     for _ in range(int(rng.integers(2, 6))):
-        centre = _polar(rng.uniform(0, 0.6 * r), rng.uniform(0, 2 * np.pi))
-        size, t0 = r * rng.uniform(0.2, 0.3), rng.uniform(0, 2 * np.pi)
+        t, d = rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.55) * r
+        centre = _polar(d, t)
+        leaves.insert(0, _stem(np.zeros(2), t, d, max(1.5, r * 0.035)))
+        size, t0 = r * rng.uniform(0.3, 0.42), rng.uniform(0, 2 * np.pi)
         for k in range(3):
             t = t0 + 2 * np.pi * k / 3
             leaves.append(Leaf(centre, t, size, size * rng.uniform(0.9, 1.1), q=1.6))

@@ -46,7 +46,7 @@ def fill(canvas: Canvas, xy: np.ndarray, value: int = 255) -> None:
 
 def _polygon(rng: np.random.Generator, r: float) -> np.ndarray:
     n = int(rng.integers(4, 9))
-    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    ang = (np.arange(n) + rng.uniform(-0.3, 0.3, n)) * 2 * np.pi / n  # no slivers
     rad = r * rng.uniform(0.55, 1.0, n)
     return np.stack([rad * np.cos(ang), rad * np.sin(ang)], axis=1)
 
@@ -71,8 +71,8 @@ def _l_shape(rng: np.random.Generator, r: float) -> np.ndarray:
     return pts - pts.mean(axis=0)
 
 
-def _blob(rng: np.random.Generator, r: float, jagged: float = 0.04) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+def _blob(rng: np.random.Generator, r: float, jagged: float = 0.0, n: int = 72) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     rad = np.ones_like(t)
     for k in range(2, 7):
         rad += rng.normal(0, 0.14 / np.sqrt(k)) * np.cos(k * t + rng.uniform(0, 2 * np.pi))
@@ -113,7 +113,7 @@ SHAPES: dict[str, Callable[[Canvas, np.random.Generator, float], None]] = {
     "l_shape": _poly_shape(_l_shape),
     "ring": _shape_ring,
     "blob": _poly_shape(_blob),
-    "scrap": _poly_shape(lambda rng, r: _blob(rng, r, jagged=0.09)),
+    "scrap": _poly_shape(lambda rng, r: _blob(rng, r, jagged=0.06, n=int(rng.integers(14, 30)))),
 }
 
 

@@ -21,7 +21,7 @@ from pasta_ros.data.synth_textures import (
 )
 
 BELT_RGB = (50.0, 56.0, 66.0)
-STEEL_TINTS = ((1.0, 1.0, 1.0), (0.94, 0.99, 1.07), (1.05, 1.01, 0.93))
+STEEL_TINTS = ((1.0, 1.0, 1.0), (0.94, 0.99, 1.07), (1.04, 1.01, 0.95))
 COPPER_RGB = (196.0, 104.0, 62.0)
 BRASS_RGB = (204.0, 168.0, 84.0)
 SHAPES = ("polygon", "rounded_rect", "rod", "ellipse", "l_shape", "ring", "blob", "scrap")
@@ -31,7 +31,7 @@ def belt_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """An empty conveyor belt with clutter: ``(h, w, 3) float32`` RGB in [0, 255]."""
     color = jitter_color(rng, BELT_RGB, brightness=(0.75, 1.3), channel=0.06)
     tex = 0.75 * texture_patch(rng, "gravel", h, w, zoom=(0.3, 0.5))
-    tex += 0.4 * texture_patch(rng, "moon", h, w, zoom=(0.8, 1.6))
+    tex += 0.25 * texture_patch(rng, "moon", h, w, zoom=(0.8, 1.6))
     tex = cv2.GaussianBlur(tex, (0, 0), 0.8)
     run = streaks(rng, h, w, angle=rng.normal(0, 0.01), length=w / 3)
     lum = 1.0 + 0.08 * tex + 0.05 * run + 0.05 * smooth_noise(rng, h, w, cell=h / 3)
@@ -108,8 +108,8 @@ def metal_object(rng: np.random.Generator, label: int, extent: float
     y, x = np.mgrid[0:s, 0:s].astype(np.float32) / (s / 2) - 1.0
     t = rng.uniform(0, 2 * np.pi)
     lum = 1.0 + rng.uniform(0.1, 0.35) * (np.cos(t) * x + np.sin(t) * y)
-    tex_name = ("moon", "gravel", "camera")[int(rng.integers(3))]
-    lum += rng.uniform(0.03, 0.09) * texture_patch(rng, tex_name, s, s, zoom=(0.6, 1.6))
+    tex_name = ("gravel", "camera")[int(rng.integers(2))]
+    lum += rng.uniform(0.03, 0.08) * texture_patch(rng, tex_name, s, s, zoom=(0.8, 2.0))
     lum += rng.uniform(0.02, 0.07) * streaks(rng, s, s, rng.uniform(0, np.pi), length=s / 2)
     inside = (cov >= 0.5).astype(np.uint8)
     dist = cv2.distanceTransform(np.pad(inside, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]

@@ -7,7 +7,7 @@ All fields are ``float32`` and roughly zero-mean with unit standard deviation.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import cv2
 import numpy as np
@@ -16,7 +16,7 @@ import skimage.data
 TEXTURE_NAMES = ("gravel", "brick", "grass", "moon", "camera")
 
 
-@lru_cache(maxsize=None)
+@cache
 def texture(name: str) -> np.ndarray:
     """A ``(512, 512) float32`` skimage texture normalised to zero mean, unit std."""
     if name not in TEXTURE_NAMES:

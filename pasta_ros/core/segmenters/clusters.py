@@ -57,7 +57,7 @@ class ClusterSegmenter:
 def clean_mask(mask: np.ndarray, min_area: int) -> np.ndarray:
     """Open, fill holes, drop components under ``min_area`` pixels. ``(H, W) bool`` in/out."""
     m = mask.astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    kernel = np.ones((3, 3), np.uint8)  # a square keeps square corners exact
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel)
     m = fill_holes(m)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)

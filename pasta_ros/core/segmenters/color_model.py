@@ -1,10 +1,10 @@
 """Pixel colour model learnt without labels: background vs object colour histograms.
 
-During calibration, pixels of patches whose cluster is background (and whose 4-neighbours
-are too) feed the background histogram; pixels of confidently non-background patches feed
-the object histogram; every pixel of an empty scene is background. At inference the
-histograms give a per-pixel object log-odds that refines the coarse patch map to pixel
-accuracy.
+During calibration, pixels of patches whose cluster is background (and whose 8-neighbours
+are too) and every pixel of an empty scene feed a background colour histogram. Objects are
+open-set (any colour that is not belt/soil), so their colour likelihood is uniform: the
+per-pixel object log-odds is log(1/N_BINS) - log p(colour | background). Object-patch
+pixels are not used for a histogram because receptive-field halos put belt pixels there.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ def confident_patches(is_object: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class ColorModelBuilder:
-    """Accumulates the two colour histograms, one image at a time (constant memory)."""
+    """Accumulates the background colour histogram, one image at a time (constant memory)."""
 
     def __init__(self) -> None:
-        self.object = np.zeros(N_BINS, np.float64)
         self.background = np.zeros(N_BINS, np.float64)
 
     def add(self, image: np.ndarray, is_object: np.ndarray | None) -> None:
@@ -45,18 +44,17 @@ class ColorModelBuilder:
         if is_object is None:
             self.background += np.bincount(idx.ravel(), minlength=N_BINS)
             return
-        obj, bg = confident_patches(is_object)
+        _, bg = confident_patches(is_object)
         h, w = image.shape[:2]
-        for patch_map, hist in ((obj, self.object), (bg, self.background)):
-            up = _nearest(patch_map, h, w)
-            hist += np.bincount(idx[up], minlength=N_BINS)
+        self.background += np.bincount(idx[_nearest(bg, h, w)], minlength=N_BINS)
 
     def log_odds(self, alpha: float = 1.0, clip: float = 4.0) -> np.ndarray:
-        """``(N_BINS,) float32`` log(p(colour|object) / p(colour|background)), smoothed with
-        ``alpha`` pseudo-counts per bin and clipped to ``+-clip``; 0 where nothing was seen."""
-        if self.object.sum() == 0 or self.background.sum() == 0:
+        """``(N_BINS,) float32`` log(p(colour|object) / p(colour|background)) with a uniform
+        object likelihood, ``alpha`` pseudo-counts per background bin, clipped to ``+-clip``;
+        all zeros when no background pixel was seen."""
+        if self.background.sum() == 0:
             return np.zeros(N_BINS, np.float32)
-        po = (self.object + alpha) / (self.object.sum() + alpha * N_BINS)
+        po = 1.0 / N_BINS
         pb = (self.background + alpha) / (self.background.sum() + alpha * N_BINS)
         return np.clip(np.log(po / pb), -clip, clip).astype(np.float32)
 

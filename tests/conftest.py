@@ -1,0 +1,64 @@
+"""Session fixtures: one tiny synthetic steel set, one model calibrated on it, a CLI runner."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from pasta_ros.data.layout import DatasetLayout
+
+TINY_SIZE = (224, 128)  # W, H: 28 x 16 patches at stride 8
+TINY_K = 8
+CliResult = tuple[int, str, str]
+
+
+def cli_main(args: Sequence[str]) -> CliResult:
+    """``pasta_ros.cli.main(args)`` in this process -> (exit code, stdout, stderr).
+
+    Output is captured with redirect_stdout/stderr (not capsys) so session fixtures can use it
+    too. An uncaught exception propagates, which is how a would-be traceback fails a test.
+    """
+    from pasta_ros.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[[Sequence[str]], CliResult]:
+    """``run_cli(args) -> (code, stdout, stderr)``: the CLI in this process."""
+    return cli_main
+
+
+@pytest.fixture(scope="session")
+def tiny_steel(tmp_path_factory: pytest.TempPathFactory) -> DatasetLayout:
+    """Synthetic steel set, 224x128: 8 baseline, 4 reference, 2 empty, 4 test images."""
+    from pasta_ros.data.synth import generate
+
+    return generate("steel", tmp_path_factory.mktemp("tiny_steel"), seed=0,
+                    width=TINY_SIZE[0], height=TINY_SIZE[1], n_baseline=8, n_reference=4,
+                    n_empty=2, n_test=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_steel: DatasetLayout, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory calibrated on ``tiny_steel`` through the CLI (K=8, 224x128)."""
+    out = tmp_path_factory.mktemp("tiny_model") / "model"
+    code, stdout, stderr = cli_main([
+        "-q", "calibrate", "--baseline", tiny_steel.baseline,
+        "--reference", tiny_steel.reference, "--empty", tiny_steel.empty, "--out", out,
+        "--input-size", f"{TINY_SIZE[0]}x{TINY_SIZE[1]}", "--clusters", TINY_K,
+        "--device", "cpu"])
+    assert code == 0, stderr
+    assert json.loads(stdout)["model"] == str(out)
+    return out
