@@ -135,10 +135,10 @@ def test_clean_mask_fills_holes_and_drops_small():
 def test_split_touching_discs():
     yy, xx = np.mgrid[:60, :100]
     m = ((yy - 30) ** 2 + (xx - 30) ** 2 < 20 ** 2) | ((yy - 30) ** 2 + (xx - 68) ** 2 < 20 ** 2)
-    labels = split_instances(m, h=2.0, min_area=20)
+    labels = split_instances(m, core=0.5, min_area=20)
     assert labels.max() == 2
     assert labels[30, 30] != labels[30, 68] and labels[30, 30] > 0
-    one = split_instances((yy - 30) ** 2 + (xx - 30) ** 2 < 20 ** 2, h=2.0, min_area=20)
+    one = split_instances((yy - 30) ** 2 + (xx - 30) ** 2 < 20 ** 2, core=0.5, min_area=20)
     assert one.max() == 1
 
 

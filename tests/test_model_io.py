@@ -13,7 +13,14 @@ import pytest
 
 from pasta_ros.config import PastaConfig
 from pasta_ros.core.errors import ModelError
-from pasta_ros.core.model_io import ARRAYS, FORMAT, MANIFEST, CalibratedModel, load_model, save_model
+from pasta_ros.core.model_io import (
+    ARRAYS,
+    FORMAT,
+    MANIFEST,
+    CalibratedModel,
+    load_model,
+    save_model,
+)
 from pasta_ros.core.segmenters.color_model import N_BINS
 from pasta_ros.pipeline import PastaPipeline
 
@@ -103,7 +110,8 @@ def test_manifest_fields(saved) -> None:
     np.testing.assert_allclose(m["p_empty"], model.p_empty, atol=1e-8)
     assert m["anomaly_clusters"] == [1, 3] and m["background_clusters"] == [0]
     assert {"pasta_ros", "numpy", "torch", "python"} <= set(m["versions"])
-    assert m["model_id"] == model.model_id and m["model_id"].startswith("efficientnet_lite0-k5-s3-")
+    assert m["model_id"] == model.model_id
+    assert m["model_id"].startswith("efficientnet_lite0-k5-s3-")
     assert m["arrays_sha256"] == hashlib.sha256((d / ARRAYS).read_bytes()).hexdigest()
 
 
@@ -193,14 +201,15 @@ MALFORMED = {
 }
 
 
-@pytest.mark.xfail(raises=(AttributeError, ValueError, TypeError), reason="model_io.load_model "
-                   "validates only missing keys, not types: see the test report")
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_malformed_manifest_is_a_model_error(saved, case: str) -> None:
     _, d = saved
     MALFORMED[case](d)
-    with pytest.raises(ModelError):
-        load_model(d)
+    try:
+        with pytest.raises(ModelError):
+            load_model(d)
+    except (AttributeError, ValueError, TypeError) as exc:
+        pytest.xfail(f"known bug: load_model checks keys, not types ({exc!r})")
 
 
 def test_missing_directory_names_the_fix(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ Pipeline per frame (all array ops, no per-pixel Python):
    upsampled bilinearly to the image;
 2. pixel refinement: add the colour-model log-odds of each pixel (ColorModelBuilder);
 3. clean-up: opening, hole filling, dropping regions under ``min_area``;
-4. touching objects split by a watershed on the distance transform, seeded by its h-maxima.
+4. touching objects split by a watershed on the distance transform, seeded by object cores.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-from skimage.morphology import h_maxima
+from scipy import ndimage
 from skimage.segmentation import watershed
 
 from pasta_ros.core.segmenters.color_model import color_index
@@ -30,11 +30,11 @@ class ClusterSegmenter:
     name = "clusters"
 
     def __init__(self, background: np.ndarray, color_log_odds: np.ndarray, *,
-                 min_area: int = 150, split_h: float = 2.0, color_weight: float = 1.0) -> None:
+                 min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0) -> None:
         self.background = torch.as_tensor(np.asarray(background, bool))
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
-        self.split_h = float(split_h)
+        self.split_core = float(split_core)
         self.color_weight = float(color_weight)
         p = PATCH_CONFIDENCE
         self._patch_logit = float(np.log(p / (1 - p)))
@@ -51,7 +51,7 @@ class ClusterSegmenter:
         """``(H, W, 3) uint8`` + ``(h, w) int64`` -> ``(H, W) int32`` instance ids."""
         mask = self.object_log_odds(image, cluster_map) > 0
         mask = clean_mask(mask, self.min_area)
-        return split_instances(mask, self.split_h, self.min_area)
+        return split_instances(mask, self.split_core, self.min_area)
 
 
 def clean_mask(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -77,23 +77,48 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return (mask.astype(bool) | holes).astype(np.uint8)
 
 
-def split_instances(mask: np.ndarray, h: float, min_area: int) -> np.ndarray:
+def split_instances(mask: np.ndarray, core: float, min_area: int) -> np.ndarray:
     """Label a ``(H, W) bool`` mask into instances, splitting touching blobs.
 
-    Seeds are the h-maxima of the distance transform (a neck narrower than the blobs by more
-    than ``h`` pixels separates them); a watershed on the negated distance grows them back
-    to the mask. Pieces under ``min_area`` merge into nothing. Returns ``(H, W) int32``.
+    Seeds are the object cores: pixels whose distance to the background is at least
+    ``core`` times the largest distance in their connected component. Two touching pieces
+    whose neck is narrower than that give two cores; the lobes of one jagged piece do not
+    (they fall below the threshold and are grown back). A watershed on the negated distance
+    grows the cores back to the mask, run only on the components with two or more cores.
+    ``core <= 0`` disables splitting. Pieces under ``min_area`` are dropped. ``(H, W) int32``.
     """
     m = mask.astype(np.uint8)
-    if not m.any():
-        return np.zeros(mask.shape, np.int32)
+    n, comps = cv2.connectedComponents(m, connectivity=8)
+    if n <= 1 or core <= 0:
+        return _relabel_without_small(comps.astype(np.int32), min_area)
     dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
-    if h <= 0:
-        return cv2.connectedComponents(m, connectivity=8)[1].astype(np.int32)
-    peaks = h_maxima(dist, h).astype(np.uint8)
-    _, markers = cv2.connectedComponents(peaks, connectivity=8)
-    labels = watershed(-dist, markers, mask=mask).astype(np.int32)
+    idx = np.flatnonzero(m)  # object pixels only (~10-20% of a frame)
+    comp_px = comps.ravel()[idx]
+    dist_px = dist.ravel()[idx]
+    cores = dist_px >= core * _max_per_label(comp_px, dist_px, n)[comp_px]
+    core_mask = np.zeros(m.size, np.uint8)
+    core_mask[idx[cores]] = 1
+    n_seeds, seeds = cv2.connectedComponents(core_mask.reshape(m.shape), connectivity=8)
+    pairs = np.unique(comp_px[cores].astype(np.int64) * n_seeds + seeds.ravel()[idx[cores]])
+    multi = np.flatnonzero(np.bincount(pairs // n_seeds, minlength=n) >= 2)
+    labels = comps.astype(np.int32)
+    if multi.size:
+        region = np.isin(comps, multi)
+        ys, xs = np.nonzero(region)
+        box = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        grown = watershed(-dist[box], np.where(region[box], seeds[box], 0), mask=region[box])
+        labels[box][region[box]] = n + grown[region[box]]  # above component ids: no clash
     return _relabel_without_small(labels, min_area)
+
+
+def _max_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """``(n,) float32`` max of non-negative ``values`` per label in [0, n), vectorised:
+    values quantised to 1/8 px, one bincount over (label, level), last occupied level."""
+    levels = np.minimum((values * 8).astype(np.int64), 4095)
+    hist = np.bincount(labels.astype(np.int64) * 4096 + levels, minlength=n * 4096)
+    occupied = hist.reshape(n, 4096) > 0
+    top = 4095 - occupied[:, ::-1].argmax(1)
+    return (top / 8.0).astype(np.float32)
 
 
 def _relabel_without_small(labels: np.ndarray, min_area: int) -> np.ndarray:

@@ -1,0 +1,118 @@
+"""ROS messages <-> numpy for the node: camera images in, labels / overlay / instances out.
+
+Images in: real cv_bridge when it imports and works (robot installs), else the numpy
+conversion of :mod:`pasta_ros.data.imgmsg` (this project's machines: the PyPI ``cv-bridge`` is a
+ROS 1 port that fails with numpy 2). Both give the same ``(H, W, 3) uint8`` RGB: cv_bridge only
+unpacks the buffer (``passthrough``); channel order, alpha and mono16 follow imgmsg's rules.
+"""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+
+from pasta_msgs.msg import Instance as InstanceMsg
+from pasta_msgs.msg import InstanceArray
+from pasta_ros.core.fusion import Instance
+from pasta_ros.core.report import overlay_labels
+from pasta_ros.data.images import ImageReadError, to_rgb_uint8
+from pasta_ros.data.imgmsg import SUPPORTED_ENCODINGS, decode_compressed, image_from_msg_fields
+
+try:  # a robot's ROS install; absent (or broken) on PyPI-only machines
+    from cv_bridge import CvBridge
+
+    _BRIDGE: CvBridge | None = CvBridge()
+except Exception:  # noqa: BLE001 - any import failure means "use numpy"
+    _BRIDGE = None
+
+
+def bridge_available() -> bool:
+    """True when cv_bridge imported (it may still fall back per frame)."""
+    return _BRIDGE is not None
+
+
+def _via_bridge(msg: Image) -> np.ndarray:
+    arr = np.asarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough"))
+    if msg.encoding in ("bgr8", "bgra8"):
+        arr = arr[:, :, [2, 1, 0]]
+    return to_rgb_uint8(arr)
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """``sensor_msgs/Image`` -> ``(H, W, 3) uint8`` RGB (step padding, endianness honoured).
+
+    Raises:
+        ImageReadError: unsupported encoding, zero size, step too small, truncated data.
+    """
+    if msg.encoding not in SUPPORTED_ENCODINGS:
+        raise ImageReadError(f"unsupported image encoding {msg.encoding!r}; supported: "
+                             f"{', '.join(SUPPORTED_ENCODINGS)}")
+    if _BRIDGE is not None and msg.height > 0 and msg.width > 0 \
+            and len(msg.data) >= msg.step * msg.height:
+        try:
+            return _via_bridge(msg)
+        except Exception:  # noqa: BLE001 - e.g. the ROS 1 port on numpy 2: use numpy below
+            pass
+    return image_from_msg_fields(msg.encoding, msg.height, msg.width, msg.step,
+                                 msg.is_bigendian, msg.data)
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (png, jpeg; colour stored BGR) -> ``(H, W, 3) uint8``."""
+    return decode_compressed(msg.data)
+
+
+def mono8_image(pixels: np.ndarray, header) -> Image:
+    """``(H, W) uint8`` -> ``sensor_msgs/Image`` mono8 (step = width) with ``header``."""
+    h, w = pixels.shape
+    return Image(header=header, height=h, width=w, encoding="mono8", is_bigendian=0, step=w,
+                 data=array.array("B", np.ascontiguousarray(pixels, np.uint8).tobytes()))
+
+
+def rgb8_image(rgb: np.ndarray, header) -> Image:
+    """``(H, W, 3) uint8`` RGB -> ``sensor_msgs/Image`` rgb8 with ``header``."""
+    h, w = rgb.shape[:2]
+    return Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w,
+                 data=array.array("B", np.ascontiguousarray(rgb, np.uint8).tobytes()))
+
+
+def overlay_image(rgb: np.ndarray, labels: np.ndarray, header) -> Image:
+    """The 3-class overlay (blue target, red anomaly) as an rgb8 Image."""
+    return rgb8_image(overlay_labels(rgb, labels), header)
+
+
+def instance_msg(inst: Instance, header) -> InstanceMsg:
+    """One :class:`~pasta_ros.core.fusion.Instance` -> ``pasta_msgs/Instance`` (mask 0/255)."""
+    x, y, w, h = inst.bbox
+    return InstanceMsg(
+        id=int(inst.id), class_id=int(inst.label), score=float(inst.anomaly_share),
+        bbox=RegionOfInterest(x_offset=int(x), y_offset=int(y), width=int(w), height=int(h),
+                              do_rectify=False),
+        centroid=Point(x=float(inst.centroid[0]), y=float(inst.centroid[1]), z=0.0),
+        area=int(inst.area), mask=mono8_image(inst.mask.astype(np.uint8) * 255, header))
+
+
+def instance_array(instances: list[Instance], header, width: int, height: int,
+                   model_id: str) -> InstanceArray:
+    """``pasta_msgs/InstanceArray`` with the source header; processing_time_ms is left 0 for
+    the caller to stamp just before publishing."""
+    return InstanceArray(header=header, image_width=int(width), image_height=int(height),
+                         model_id=model_id,
+                         instances=[instance_msg(i, header) for i in instances])
+
+
+def mask_from_msg(msg: InstanceMsg) -> np.ndarray:
+    """``(height, width) bool`` mask of an Instance message (for clients and tests)."""
+    m = msg.mask
+    rows = np.frombuffer(m.data, np.uint8)[: m.step * m.height].reshape(m.height, m.step)
+    return rows[:, : m.width] > 0
+
+
+def labels_from_msg(msg: Image) -> np.ndarray:
+    """``(H, W) uint8`` labels of a /pasta/segmentation message."""
+    rows = np.frombuffer(msg.data, np.uint8)[: msg.step * msg.height].reshape(msg.height,
+                                                                               msg.step)
+    return rows[:, : msg.width]

@@ -1,0 +1,203 @@
+"""The node's ROS parameters: declared from one table, validated in one place.
+
+Two kinds of parameter, both in ``config/sorter.yaml``:
+
+- every field of :class:`~pasta_ros.config.PastaConfig` (the schema the CLI uses), with the
+  description and range from its metadata;
+- node-only settings (:data:`NODE_PARAMS`): model and topic locations, QoS, overlay, diagnostics.
+
+:func:`settings_from_values` is the single validator: it builds a :class:`NodeSettings` (config +
+node settings) or raises :class:`~pasta_ros.config.ConfigError` naming the parameter and the
+allowed range or choices. Startup and ``set_parameters`` both go through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from pasta_ros.config import ConfigError, PastaConfig, field_specs
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node-only parameter: default (its type is the parameter's type), description,
+    inclusive range for numbers, allowed strings, and whether it may change at run time."""
+
+    name: str
+    default: Any
+    description: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    dynamic: bool = False
+
+
+NODE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("model_dir", "", "calibrated model directory (`pasta calibrate --out`); '' = the "
+              "newest model under models_root. When models_root holds a newer model (a "
+              "recalibration), the newer one is loaded."),
+    ParamSpec("models_root", "", "folder where recalibrated models are saved, one sub-folder per "
+              "model id plus a 'latest' pointer file; '' = the parent folder of model_dir"),
+    ParamSpec("image_topic", "image", "input image topic (relative names follow the namespace "
+              "and remaps; the launch file remaps 'image')"),
+    ParamSpec("input_type", "raw", "message type on image_topic: raw = sensor_msgs/Image, "
+              "compressed = sensor_msgs/CompressedImage", choices=("raw", "compressed")),
+    ParamSpec("qos_depth", 1, "history depth of the input subscription (the node always works "
+              "on the newest frame, so 1 is enough)", lo=1, hi=100),
+    ParamSpec("qos_reliability", "best_effort", "reliability of the input subscription "
+              "(best_effort also accepts reliable publishers)",
+              choices=("best_effort", "reliable")),
+    ParamSpec("publish_overlay", True, "publish /pasta/overlay (rgb8 image with the 3-class "
+              "mask blended in)", dynamic=True),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages",
+              lo=0.05, hi=60.0),
+    ParamSpec("min_recalibration_frames", 4, "a recalibration bag (baseline, reference) must "
+              "hold at least this many frames on the image topic", lo=1, hi=1_000_000,
+              dynamic=True),
+)
+
+# Config fields that take effect without a restart: vote_threshold and min_area rebuild the
+# running pipeline's segmenter and vote; the calibration settings apply at the next
+# /pasta/recalibrate. The rest (backbone, input size, device...) need a restart.
+DYNAMIC_CONFIG = frozenset({"vote_threshold", "min_area", "clusters", "seed", "ratio_threshold",
+                            "background_ratio", "batch_size", "kmeans_epochs",
+                            "object_codebook"})
+RUNTIME_CONFIG = frozenset({"vote_threshold", "min_area"})
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Validated parameters: the shared config plus the node-only values by name."""
+
+    config: PastaConfig
+    node: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.node[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def explicit_fields(self) -> set[str]:
+        """Config fields whose value differs from the schema default (treated as the user's
+        explicit choice when checking a model against the config)."""
+        default = PastaConfig()
+        return {f.name for f in dataclasses.fields(PastaConfig)
+                if getattr(self.config, f.name) != getattr(default, f.name)}
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What :func:`declarations` yields per parameter."""
+
+    name: str
+    default: Any
+    description: str
+    lo: float | None
+    hi: float | None
+    choices: tuple[str, ...] | None
+    read_only: bool
+
+
+def declarations() -> list[Declared]:
+    """Every parameter the node declares, config fields first."""
+    out = [Declared(f.name, f.default, f.metadata["description"], f.metadata.get("lo"),
+                    f.metadata.get("hi"), f.metadata.get("choices"),
+                    f.name not in DYNAMIC_CONFIG) for f in field_specs()]
+    out += [Declared(p.name, p.default, p.description, p.lo, p.hi, p.choices, not p.dynamic)
+            for p in NODE_PARAMS]
+    return out
+
+
+def _check_node_value(spec: ParamSpec, value: Any) -> Any:
+    expected = type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+        raise ConfigError(f"{spec.name}: expected {expected.__name__}, got {value!r}")
+    if spec.choices and value not in spec.choices:
+        raise ConfigError(f"{spec.name}: {value!r} is not one of {', '.join(spec.choices)}")
+    if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
+        raise ConfigError(f"{spec.name}: {value!r} is outside [{spec.lo}, {spec.hi}]")
+    return value
+
+
+def settings_from_values(values: dict[str, Any]) -> NodeSettings:
+    """Validate a full or partial mapping of parameter values (missing ones take defaults).
+
+    Raises:
+        ConfigError: unknown name, wrong type, out of range or not an allowed choice; the
+            message starts with the parameter's name.
+    """
+    config_names = {f.name for f in field_specs()}
+    specs = {p.name: p for p in NODE_PARAMS}
+    unknown = sorted(set(values) - config_names - set(specs))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s): {', '.join(unknown)}")
+    config = PastaConfig.from_dict({k: v for k, v in values.items() if k in config_names})
+    node = {name: _check_node_value(spec, values.get(name, spec.default))
+            for name, spec in specs.items()}
+    if not node["model_dir"] and not node["models_root"]:
+        raise ConfigError("model_dir: give a calibrated model directory (or models_root holding "
+                          "a recalibrated model)")
+    return NodeSettings(config, node)
+
+
+def as_values(settings: NodeSettings) -> dict[str, Any]:
+    """Inverse of :func:`settings_from_values`: every parameter name -> value."""
+    return settings.config.to_dict() | dict(settings.node)
+
+
+def apply_changes(current: NodeSettings, changes: dict[str, Any]) -> NodeSettings:
+    """``current`` with ``changes`` applied, validated (ConfigError naming the parameter)."""
+    return settings_from_values(as_values(current) | changes)
+
+
+# --------------------------------------------------------------------------- rclpy side
+
+
+def descriptor(d: Declared):
+    """The ``rcl_interfaces/ParameterDescriptor`` of one declaration (ranges, choices)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    desc = ParameterDescriptor(description=d.description, read_only=d.read_only)
+    if isinstance(d.default, bool):
+        pass
+    elif isinstance(d.default, int) and d.lo is not None and d.hi is not None:
+        desc.integer_range = [IntegerRange(from_value=int(d.lo), to_value=int(d.hi), step=1)]
+    elif isinstance(d.default, float) and d.lo is not None and d.hi is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(d.lo),
+                                                        to_value=float(d.hi), step=0.0)]
+    if d.choices:
+        desc.additional_constraints = f"one of: {', '.join(d.choices)}"
+    elif d.lo is not None or d.hi is not None:
+        desc.additional_constraints = f"in [{d.lo}, {d.hi}]"
+    return desc
+
+
+def declare_all(node) -> NodeSettings:
+    """Declare every parameter on ``node`` (an rclpy Node) and return the validated settings.
+
+    Raises:
+        ConfigError: a value given at startup (params file, ``-p``) is of the wrong type, out
+            of range, not an allowed choice, or names no parameter of this node.
+    """
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    decls = declarations()
+    for d in decls:
+        try:
+            node.declare_parameter(d.name, d.default, descriptor(d))
+        except InvalidParameterTypeException as exc:
+            kind = type(d.default).__name__
+            raise ConfigError(f"{d.name}: expected a {kind} ({exc})") from None
+        except InvalidParameterValueException as exc:
+            raise ConfigError(f"{d.name}: {exc}") from None
+    overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps them privately
+    known = {d.name for d in decls} | {"use_sim_time", "start_type_description_service"}
+    stray = sorted(n for n in overrides if n not in known and not n.startswith("qos_overrides."))
+    if stray:
+        raise ConfigError(f"unknown parameter(s) given to the node: {', '.join(stray)}")
+    return settings_from_values({d.name: node.get_parameter(d.name).value for d in decls})
