@@ -23,7 +23,7 @@ import torch
 from sklearn.cluster import KMeans
 
 from pasta_ros.core.clustering import assign_clusters
-from pasta_ros.core.fusion import fuse, upsample_nearest
+from pasta_ros.core.fusion import fuse
 
 
 def _machine() -> dict:
@@ -160,7 +160,8 @@ def source(count, targets_only):
 cfg = PastaConfig()
 ext = FeatureExtractor(build_backbone(cfg.backbone), (910, 512), color_weight=cfg.color_weight)
 model = calibrate(ext, source(n, False), source(max(4, n // 10), True), None, cfg, quiet=True)
-print(json.dumps({"images": n, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"images": n, "peak_rss_mb": peak,
                   "anomaly_clusters": int(model.anomaly.sum())}))
 """
 

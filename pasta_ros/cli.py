@@ -22,7 +22,8 @@ def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 910x512, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT such as 910x512, got {text!r}") from None
     return w, h
 
 
@@ -30,7 +31,8 @@ def _ints(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_size, default=(910, 512), help="image WxH")
     for name, default in (("baseline", 80), ("reference", 40), ("empty", 12), ("test", 30)):
         s.add_argument(f"--n-{name}", type=int, default=default)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
     c = sub.add_parser("calibrate", help="fit PASTA on a baseline and a reference set")
     c.add_argument("--baseline", type=Path, required=True, help="image folder or bag")
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     from pasta_ros.data.bags import BagError
     from pasta_ros.data.images import ImageReadError
     user_errors = (ConfigError, PastaError, BackboneError, BagError, ImageReadError,
-                   FileNotFoundError, RuntimeError)
+                   FileNotFoundError, FileExistsError)
     t0 = time.perf_counter()
     try:
         result = getattr(commands, f"cmd_{args.command}")(args)

@@ -7,7 +7,9 @@ import json
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 
 from pasta_ros.cli import config_from_args
 from pasta_ros.config import PastaConfig
@@ -36,7 +38,7 @@ def cmd_synth(args: argparse.Namespace) -> dict:
     from pasta_ros.data.synth import generate
     generate(args.preset, args.out, seed=args.seed, width=args.size[0], height=args.size[1],
              n_baseline=args.n_baseline, n_reference=args.n_reference, n_empty=args.n_empty,
-             n_test=args.n_test)
+             n_test=args.n_test, overwrite=args.overwrite)
     return {"dataset": str(args.out), "preset": args.preset, "seed": args.seed}
 
 
@@ -44,7 +46,7 @@ def write_report(model: CalibratedModel, extractor: FeatureExtractor, source, ou
                  n: int = 4) -> None:
     """Fig. 1 and cluster-map overlays of the first ``n`` baseline images under out/report."""
     plot_distributions(model, out / "report" / "cluster_distributions.png")
-    centers = __import__("torch").from_numpy(model.centers).to(extractor.device)
+    centers = torch.from_numpy(model.centers).to(extractor.device)
     for i, (name, image) in enumerate(source()):
         if i >= n:
             break
@@ -89,7 +91,6 @@ def cmd_segment(args: argparse.Namespace) -> dict:
         r = pipe.process(image)
         times.append(r.timings["total"])
         write_rgb(out / "overlays" / f"{name}.png", overlay_labels(image, r.labels))
-        import cv2
         (out / "labels").mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out / "labels" / f"{name}.png"), r.labels)
         summary.append({"image": name, "model_id": r.model_id,

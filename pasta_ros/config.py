@@ -61,7 +61,8 @@ class PastaConfig:
     batch_size: int = _f(4, "images per backbone batch", lo=1, hi=256)
     kmeans_epochs: int = _f(3, "passes of MiniBatch K-Means over the cached baseline features",
                             lo=1, hi=100)
-    device: str = _f("auto", "torch device: auto picks cuda when available", choices=DEVICE_CHOICES)
+    device: str = _f("auto", "torch device: auto picks cuda when available",
+                     choices=DEVICE_CHOICES)
     backend: str = _f("torch", "inference backend", choices=BACKEND_CHOICES)
     segmenter: str = _f("clusters", "instance segmenter (weight-free cluster segmenter)",
                         choices=SEGMENTER_CHOICES)
@@ -80,7 +81,8 @@ class PastaConfig:
                 raise ConfigError(f"{f.name}: expected {expected.__name__}, got {value!r}")
             base = value.split(":")[0] if f.name == "backbone" else value  # layer suffix
             if meta.get("choices") and base not in meta["choices"]:
-                raise ConfigError(f"{f.name}: {value!r} is not one of {', '.join(meta['choices'])}")
+                allowed = ", ".join(meta["choices"])
+                raise ConfigError(f"{f.name}: {value!r} is not one of {allowed}")
             lo, hi = meta.get("lo"), meta.get("hi")
             if lo is not None and value < lo or hi is not None and value > hi:
                 raise ConfigError(f"{f.name}: {value!r} is outside [{lo}, {hi}]")

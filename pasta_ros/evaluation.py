@@ -15,8 +15,8 @@ from tqdm import tqdm
 from pasta_ros.config import PastaConfig
 from pasta_ros.core.calibration import calibrate
 from pasta_ros.core.features import FeatureExtractor
-from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.core.metrics import ConfusionMatrix, binary_iou, image_auroc, mean_std
+from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.data.images import read_image
 from pasta_ros.data.layout import DatasetLayout, read_labels_csv, read_mask, test_pairs
 from pasta_ros.pipeline import PastaPipeline
@@ -87,7 +87,8 @@ def evaluate_grid(layout: DatasetLayout, cfg: PastaConfig, extractor: FeatureExt
         for seed in seeds:
             run_cfg = cfg.replace(clusters=k, seed=seed)
             model = calibrate(cached, *sources, run_cfg, weights_hash=weights_hash, quiet=quiet)
-            pipe = PastaPipeline(model, cached, build_segmenter(run_cfg.segmenter, model, run_cfg), run_cfg.vote_threshold)
+            segmenter = build_segmenter(run_cfg.segmenter, model, run_cfg)
+            pipe = PastaPipeline(model, cached, segmenter, run_cfg.vote_threshold)
             metrics = evaluate(pipe, layout, quiet=quiet)
             metrics.update(clusters=k, seed=seed, anomaly_clusters=int(model.anomaly.sum()))
             log.info("K=%d seed=%d: %s", k, seed, metrics)

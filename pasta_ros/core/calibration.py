@@ -1,11 +1,14 @@
 """Calibration: PASTA Phases 1 and 2, plus the weight-free segmenter's statistics.
 
 Passes over the data (every one streamed; peak memory independent of the image count):
-1. baseline -> backbone -> L2-normalised patch rows -> on-disk float16 cache;
-2. MiniBatch K-Means on the cache; baseline cluster maps and P_baseline;
-3. reference (and optional empty set) -> cluster maps, P_reference (P_empty);
-4. anomaly clusters (R_k < threshold) and background clusters (empty set or border prior);
-5. images again (decode + resize only) -> pixel colour model for the segmenter.
+1. baseline, reference (and optional empty) sets -> backbone -> L2-normalised patch rows ->
+   on-disk float16 caches (the backbone runs once per image);
+2. scene-level MiniBatch K-Means (K) on the baseline cache; background clusters from the
+   empty set (P_empty/P_base) or the border prior;
+3. with ``object_codebook``: a second K-Means (K) on the non-background baseline patches;
+   centres = background centres + object centres;
+4. cluster maps of all sets; P_baseline, P_reference; anomaly clusters where R_k < threshold;
+5. images again (decode + resize only) -> background colour model for the segmenter.
 """
 
 from __future__ import annotations
@@ -19,8 +22,13 @@ from tqdm import tqdm
 
 from pasta_ros.config import PastaConfig
 from pasta_ros.core import anomaly_analysis as aa
-from pasta_ros.core.clustering import (FeatureCache, assign_clusters, cluster_counts, fit_kmeans,
-                                       grid_to_rows)
+from pasta_ros.core.clustering import (
+    FeatureCache,
+    assign_clusters,
+    cluster_counts,
+    fit_kmeans,
+    grid_to_rows,
+)
 from pasta_ros.core.errors import CalibrationError
 from pasta_ros.core.features import FeatureExtractor, ImageSource, prepared_images
 from pasta_ros.core.model_io import CalibratedModel

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from pasta_ros.core.backbones.base import Backbone
+from pasta_ros.core.errors import PastaError
 from pasta_ros.core.preprocess import check_min_size, network_size, resize_rgb, to_tensor_batch
 
 # A re-iterable image set: each call yields (name, (H, W, 3) uint8 RGB) afresh.
@@ -19,8 +20,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA GPU; "
-                           "use device 'cpu' or 'auto'")
+        raise PastaError("device 'cuda' was requested but torch sees no CUDA GPU; "
+                         "use device 'cpu' or 'auto'")
     return torch.device(device)
 
 

@@ -88,10 +88,16 @@ def instance_histograms(ids, anomaly_px, n: int):
         return (rows.view(n + 1, 2, height).cpu().numpy(), cols.view(n + 1, width).cpu().numpy())
     ys = np.arange(height, dtype=np.intp)[:, None]
     xs = np.arange(width, dtype=np.intp)[None, :]
-    rows = np.bincount(((ids * 2 + anomaly_px) * height + ys).ravel(),
-                       minlength=(n + 1) * 2 * height)
-    cols = np.bincount((ids * width + xs).ravel(), minlength=(n + 1) * width)
-    return rows.reshape(n + 1, 2, height), cols.reshape(n + 1, width)
+    key = np.multiply(ids, height)  # one key buffer reused in place: fewer full passes
+    key += ys
+    per_row = np.bincount(key.ravel(), minlength=(n + 1) * height).reshape(n + 1, height)
+    anomalous_rows = np.bincount(key[anomaly_px.astype(bool)], minlength=(n + 1) * height)
+    np.multiply(ids, width, out=key)
+    key += xs
+    cols = np.bincount(key.ravel(), minlength=(n + 1) * width)
+    rows = np.stack([per_row - anomalous_rows.reshape(n + 1, height),
+                     anomalous_rows.reshape(n + 1, height)], axis=1)
+    return rows, cols.reshape(n + 1, width)
 
 
 def summarize(rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:

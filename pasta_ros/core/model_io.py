@@ -66,7 +66,7 @@ class CalibratedModel:
 
     def finalize(self) -> CalibratedModel:
         """Stamp the creation time and a content-derived model id."""
-        self.created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         digest = hashlib.sha256(self.centers.tobytes() + self.anomaly.tobytes()
                                 + self.created.encode()).hexdigest()[:10]
         self.model_id = f"{self.backbone.replace(':', '-')}-k{self.k}-s{self.seed}-{digest}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-from scipy import ndimage
 from skimage.segmentation import watershed
 
 from pasta_ros.core.segmenters.color_model import color_index
