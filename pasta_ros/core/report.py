@@ -61,16 +61,21 @@ def plot_distributions(model: CalibratedModel, path: str | Path) -> Path:
            color="#ef8636")
     if model.p_empty is not None:
         ax.plot(k, model.p_empty * 100, "k.", label="empty scenes")
-    top = max(model.p_baseline.max(), model.p_reference.max()) * 100
+    tops = [model.p_baseline.max(), model.p_reference.max()]
+    tops += [model.p_empty.max()] if model.p_empty is not None else []
+    top = max(tops) * 100
     for i in np.flatnonzero(model.anomaly):
         ax.annotate("anomaly", (i, model.p_baseline[i] * 100), xytext=(0, 8),
                     textcoords="offset points", ha="center", color="red", fontsize=7,
                     rotation=90)
         ax.axvspan(i - 0.5, i + 0.5, color="red", alpha=0.08)
-    for i in np.flatnonzero(model.background):
-        ax.text(i, -0.06 * top, "bg", ha="center", fontsize=6, color="grey")
     ax.set_xticks(k)
-    ax.set_xlabel("cluster")
+    for i, tick in enumerate(ax.get_xticklabels()):
+        if model.background[i]:
+            tick.set_color("grey")
+            tick.set_fontstyle("italic")
+    ax.set_ylim(0, top * 1.25)
+    ax.set_xlabel("cluster (grey italic = background cluster)")
     ax.set_ylabel("area fraction [%]")
     ax.set_title(f"{model.model_id}: R_k < {model.ratio_threshold:g} -> anomaly")
     ax.legend(fontsize=7)
