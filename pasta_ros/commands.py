@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import logging
 from pathlib import Path
@@ -112,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
                                weights_hash=weights_fingerprint(cfg.backbone, cfg.weights),
                                quiet=args.quiet)
         result["config"] = cfg.to_dict() | {"empty_set": empty is not None}
-        print(format_summary(result["summary"]))
+        print(format_summary(result["summary"]), file=sys.stderr)
     elif args.model and args.test:
         pipe = PastaPipeline.load(args.model, cfg, explicit=explicit)
         result = evaluate(pipe, DatasetLayout.discover(args.test), quiet=args.quiet)

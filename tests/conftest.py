@@ -5,12 +5,20 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pasta_ros.data.layout import DatasetLayout
+if TYPE_CHECKING:
+    from pasta_ros.data.layout import DatasetLayout
+
+# Two shared CPU cores: one OpenMP thread per process (torch, sklearn; inherited by CLI
+# subprocesses) stops threads spin-waiting against other jobs; tests/test_cli.py took 27 s
+# instead of 56 s on a loaded machine. Set before any test module imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_SIZE = (224, 128)  # W, H: 28 x 16 patches at stride 8
 TINY_K = 8

@@ -30,7 +30,7 @@ LITE0_CHANNELS = 152  # efficientnet_lite0 default taps s8 (40) + s16 (112)
 
 def make_model(k: int = K, c: int = C, *, backbone: str = "efficientnet_lite0",
                weights_hash: str = "", input_size: tuple[int, int] = (96, 64),
-               seed: int = 3) -> CalibratedModel:
+               seed: int = 3, color_weight: float = 0.0) -> CalibratedModel:
     """A hand-built model: no backbone or calibration needed."""
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((k, c)).astype(np.float32)
@@ -49,12 +49,13 @@ def make_model(k: int = K, c: int = C, *, backbone: str = "efficientnet_lite0",
         background=background,
         color_log_odds=rng.uniform(-4, 4, N_BINS).astype(np.float32),
         ratio_threshold=0.05, vote_threshold=0.1, seed=seed, background_source="empty",
-        p_empty=rng.dirichlet(np.ones(k)), stats={"baseline_images": 3})
+        p_empty=rng.dirichlet(np.ones(k)), stats={"baseline_images": 3},
+        color_weight=color_weight)
 
 
 @pytest.fixture
 def saved(tmp_path: Path) -> tuple[CalibratedModel, Path]:
-    model = make_model()
+    model = make_model(color_weight=2.0)
     return model, save_model(model, tmp_path / "model")
 
 
@@ -91,7 +92,7 @@ def test_round_trip_keeps_every_array_and_field(saved) -> None:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name), err_msg=name)
     assert loaded.centers.dtype == np.float32 and loaded.anomaly.dtype == bool
     for name in ("backbone", "weights_hash", "stride", "ratio_threshold", "vote_threshold",
-                 "seed", "background_source", "stats", "model_id", "created"):
+                 "seed", "background_source", "color_weight", "stats", "model_id", "created"):
         assert getattr(loaded, name) == getattr(model, name), name
     assert tuple(loaded.input_size) == (96, 64)
     assert (loaded.k, loaded.channels) == (K, C)
@@ -104,7 +105,7 @@ def test_manifest_fields(saved) -> None:
     assert m["backbone"] == "efficientnet_lite0" and m["weights_hash"] == ""
     assert m["input_size"] == [96, 64]
     assert (m["clusters"], m["channels"]) == (K, C)
-    assert (m["ratio_threshold"], m["vote_threshold"]) == (0.05, 0.1)
+    assert (m["ratio_threshold"], m["vote_threshold"], m["color_weight"]) == (0.05, 0.1, 2.0)
     np.testing.assert_allclose(m["p_baseline"], model.p_baseline, atol=1e-8)
     np.testing.assert_allclose(m["p_reference"], model.p_reference, atol=1e-8)
     np.testing.assert_allclose(m["p_empty"], model.p_empty, atol=1e-8)
@@ -192,8 +193,8 @@ def test_corrupt_model_is_a_model_error(saved, case: str) -> None:
         load_model(d)
 
 
-# Known bug (reported): a manifest that is valid JSON of the wrong kind escapes as
-# AttributeError/ValueError/TypeError, so the CLI prints a traceback instead of one error line.
+# A manifest that is valid JSON of the wrong kind must still be a ModelError (one CLI error
+# line), never an AttributeError/ValueError/TypeError traceback.
 MALFORMED = {
     "manifest is a list": lambda d: (d / MANIFEST).write_text("[]"),
     "clusters not a number": _set("clusters", "eight"),
@@ -205,11 +206,8 @@ MALFORMED = {
 def test_malformed_manifest_is_a_model_error(saved, case: str) -> None:
     _, d = saved
     MALFORMED[case](d)
-    try:
-        with pytest.raises(ModelError):
-            load_model(d)
-    except (AttributeError, ValueError, TypeError) as exc:
-        pytest.xfail(f"known bug: load_model checks keys, not types ({exc!r})")
+    with pytest.raises(ModelError):
+        load_model(d)
 
 
 def test_missing_directory_names_the_fix(tmp_path: Path) -> None:

@@ -134,6 +134,8 @@ def load_model(directory: str | Path) -> CalibratedModel:
         manifest = json.loads((d / MANIFEST).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{d / MANIFEST} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{d / MANIFEST}: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
         raise ModelError(f"{d / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     if not (d / ARRAYS).is_file():
@@ -162,12 +164,19 @@ def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
             stats=m.get("stats", {}), model_id=m["model_id"], created=m["created"])
     except KeyError as exc:
         raise ModelError(f"{d}: the model lacks {exc}; recalibrate") from None
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ModelError(f"{d}: the manifest has a malformed field ({exc}); "
+                         "recalibrate") from None
     expected = {"centers": (k, c), "p_baseline": (k,), "p_reference": (k,), "anomaly": (k,),
                 "background": (k,), "color_log_odds": (N_BINS,)}
+    if model.p_empty is not None:
+        expected["p_empty"] = (k,)
     for name, shape in expected.items():
         if getattr(model, name).shape != shape:
             raise ModelError(f"{d}: array {name} has shape {getattr(model, name).shape}, "
                              f"expected {shape} for K={k}, C={c}")
+    if model.anomaly.dtype != bool or model.background.dtype != bool:
+        raise ModelError(f"{d}: anomaly/background arrays must be boolean")
     if np.flatnonzero(model.anomaly).tolist() != m.get("anomaly_clusters"):
         raise ModelError(f"{d}: anomaly clusters in the manifest and arrays disagree")
     return model

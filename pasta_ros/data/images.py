@@ -150,7 +150,7 @@ class ReadStats:
     @property
     def n_skipped(self) -> int:
         """Number of files skipped because they could not be read."""
-        return len(self.skipped)
+        return len({path for path, _ in self.skipped})  # a set read twice counts once
 
     def summary(self) -> str:
         """One line for a CLI, e.g. ``"40 images read, 2 skipped"``."""
