@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import json
 import logging
+import sys
 from pathlib import Path
 
 import cv2
