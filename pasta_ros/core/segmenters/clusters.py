@@ -38,31 +38,65 @@ class ClusterSegmenter:
         p = PATCH_CONFIDENCE
         self._patch_logit = float(np.log(p / (1 - p)))
 
-    def object_log_odds(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
-        """``(H, W) float32`` per-pixel object log-odds (patch prior + colour evidence)."""
+    def log_odds_terms(self, image: np.ndarray, cluster_map: torch.Tensor,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel object log-odds terms, both ``(H, W) float32``: the patch prior
+        (upsampled bilinearly) and the weighted colour evidence."""
         h, w = image.shape[:2]
         bg = self.background.to(cluster_map.device)[cluster_map]
         coarse = np.where(bg.cpu().numpy(), -self._patch_logit, self._patch_logit)
         up = cv2.resize(coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-        return up + self.color_weight * self.color_log_odds[color_index(image)]
+        return up, self.color_weight * self.color_log_odds[color_index(image)]
+
+    def object_log_odds(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
+        """``(H, W) float32`` per-pixel object log-odds (patch prior + colour evidence)."""
+        prior, colour = self.log_odds_terms(image, cluster_map)
+        return prior + colour
 
     def segment(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
         """``(H, W, 3) uint8`` + ``(h, w) int64`` -> ``(H, W) int32`` instance ids."""
-        mask = self.object_log_odds(image, cluster_map) > 0
-        mask = clean_mask(mask, self.min_area)
+        prior, colour = self.log_odds_terms(image, cluster_map)
+        mask = clean_mask(prior + colour > 0, self.min_area, colour)
         return split_instances(mask, self.split_core, self.min_area)
 
 
-def clean_mask(mask: np.ndarray, min_area: int) -> np.ndarray:
-    """Open, fill holes, drop components under ``min_area`` pixels. ``(H, W) bool`` in/out."""
+HOLE_BACKGROUND = -2.0  # mean log-odds below which an enclosed region is real background
+
+
+def clean_mask(mask: np.ndarray, min_area: int, log_odds: np.ndarray | None = None,
+               ) -> np.ndarray:
+    """Open, fill holes, drop components under ``min_area`` pixels. ``(H, W) bool`` in/out.
+
+    With ``log_odds`` (``(H, W) float32`` colour evidence), an enclosed region whose mean
+    colour log-odds is below ``HOLE_BACKGROUND`` stays open: the hole of a washer shows the
+    belt, while a dark shading patch on a part does not look like the belt and is filled."""
     m = mask.astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)  # a square keeps square corners exact
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel)
-    m = fill_holes(m)
+    filled = fill_holes(m)
+    if log_odds is not None:
+        filled = _reopen_background_holes(m, filled, log_odds)
+    m = filled
     n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
     return keep[labels]
+
+
+def _reopen_background_holes(mask: np.ndarray, filled: np.ndarray,
+                             log_odds: np.ndarray) -> np.ndarray:
+    """Undo the filling of holes that look like background (vectorised over holes)."""
+    holes = (filled > mask).astype(np.uint8)
+    n, hole_ids = cv2.connectedComponents(holes, connectivity=4)
+    if n <= 1:
+        return filled
+    idx = np.flatnonzero(hole_ids)
+    owner = hole_ids.ravel()[idx]
+    mean = (np.bincount(owner, weights=log_odds.ravel()[idx], minlength=n)
+            / np.maximum(np.bincount(owner, minlength=n), 1))
+    reopen = mean < HOLE_BACKGROUND
+    reopen[0] = False
+    return np.where(reopen[hole_ids], 0, filled).astype(np.uint8)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
