@@ -24,6 +24,7 @@ from sklearn.cluster import KMeans
 
 from pasta_ros.core.clustering import assign_clusters
 from pasta_ros.core.fusion import fuse
+from pasta_ros.export.bench import bench_backends  # noqa: F401 - `pasta bench backends`
 
 
 def _machine() -> dict:

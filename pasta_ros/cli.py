@@ -18,7 +18,8 @@ from pasta_ros.config import BACKBONE_CHOICES, ConfigError, PastaConfig
 log = logging.getLogger("pasta")
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """'910x512' -> (910, 512); an argparse type."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -41,12 +42,23 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="local checkpoint (HF snapshot folder or state-dict file)")
     p.add_argument("--clusters", type=int, help="K (default 20)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--input-size", type=_size, help="max network input WxH (default 910x512)")
+    p.add_argument("--input-size", type=parse_size, help="max network input WxH (default 910x512)")
     p.add_argument("--ratio-threshold", type=float, help="anomaly cluster ratio (default 0.05)")
     p.add_argument("--vote-threshold", type=float, help="segment vote threshold (default 0.1)")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--batch-size", type=int, help="images per backbone batch")
     p.add_argument("--min-area", type=int, help="smallest segment in pixels")
+    p.add_argument("--backend", help="torch | onnxruntime | tensorrt")
+    p.add_argument("--fused-graph", action="store_const", const=True, default=None,
+                   help="onnxruntime/tensorrt: pixels -> cluster map in one exported graph")
+    p.add_argument("--precision", help="TensorRT engine precision: fp16 | fp32")
+    p.add_argument("--engine-dir", help="exported graph / engine cache (default <model>/engines)")
+    p.add_argument("--no-engine-rebuild", dest="engine_rebuild", action="store_const",
+                   const=False, default=None, help="fail instead of building a stale engine")
+    p.add_argument("--segmenter", help="clusters | sam3")
+    p.add_argument("--sam3-weights", help="SAM 3 checkpoint folder (HF snapshot)")
+    p.add_argument("--sam3-prompt", help="SAM 3 text prompt")
+    p.add_argument("--sam3-score-threshold", type=float, help="SAM 3 score threshold (0.5)")
     p.add_argument("--config", type=Path, help="YAML file (ros__parameters form or flat)")
 
 
@@ -58,7 +70,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[PastaConfig, set[str]]:
         from pasta_ros.config import load_yaml_config
         values.update(load_yaml_config(args.config))
     names = {"backbone", "weights", "clusters", "seed", "ratio_threshold", "vote_threshold",
-             "device", "batch_size", "min_area"}
+             "device", "batch_size", "min_area", "backend", "fused_graph", "precision",
+             "engine_dir", "engine_rebuild", "segmenter", "sam3_weights", "sam3_prompt",
+             "sam3_score_threshold"}
     values.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
     if getattr(args, "input_size", None):
         values["input_width"], values["input_height"] = args.input_size
@@ -74,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", choices=("steel", "plants"), default="steel")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--size", type=_size, default=(910, 512), help="image WxH")
+    s.add_argument("--size", type=parse_size, default=(910, 512), help="image WxH")
     for name, default in (("baseline", 80), ("reference", 40), ("empty", 12), ("test", 30)):
         s.add_argument(f"--n-{name}", type=int, default=default)
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
@@ -107,11 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", type=Path, help="write the metrics here")
     _config_args(e)
 
-    b = sub.add_parser("bench", help="benchmarks: fusion | frame | memory")
-    b.add_argument("what", choices=("fusion", "frame", "memory"))
+    b = sub.add_parser("bench", help="benchmarks: fusion | frame | memory | backends")
+    b.add_argument("what", choices=("fusion", "frame", "memory", "backends"))
     b.add_argument("--images", type=int, default=1000, help="memory: baseline images")
     b.add_argument("--repeats", type=int, default=50)
     b.add_argument("--json", type=Path)
+
+    from pasta_ros.export.cli import add_export_parser
+    add_export_parser(sub)
     return ap
 
 

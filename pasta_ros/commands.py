@@ -23,6 +23,7 @@ from pasta_ros.core.model_io import CalibratedModel, save_model
 from pasta_ros.core.report import overlay_clusters, overlay_labels, plot_distributions, write_rgb
 from pasta_ros.data.images import ReadStats
 from pasta_ros.data.layout import DatasetLayout
+from pasta_ros.export.cli import cmd_export  # noqa: F401 - `pasta export`
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.sources import bag_source, folder_source, open_source
 

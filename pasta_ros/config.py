@@ -26,7 +26,8 @@ BACKBONE_CHOICES = (
     "efficientnet_lite0", "dinov2_vits14", "dinov3_vits16", "dinov3_convnext_tiny",
     "clip_vit_b16", "clip_vit_b32_laion2b", "bioclip",
 )
-SEGMENTER_CHOICES = ("clusters",)
+SEGMENTER_CHOICES = ("clusters", "sam3")
+PRECISION_CHOICES = ("fp32", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 BACKEND_CHOICES = ("torch", "onnxruntime", "tensorrt")
 
@@ -64,8 +65,23 @@ class PastaConfig:
     device: str = _f("auto", "torch device: auto picks cuda when available",
                      choices=DEVICE_CHOICES)
     backend: str = _f("torch", "inference backend", choices=BACKEND_CHOICES)
-    segmenter: str = _f("clusters", "instance segmenter (weight-free cluster segmenter)",
+    segmenter: str = _f("clusters", "instance segmenter: clusters (weight-free) or sam3 "
+                                    "(text-prompted SAM 3 from sam3_weights)",
                         choices=SEGMENTER_CHOICES)
+    sam3_weights: str = _f("", "SAM 3 checkpoint folder (Hugging Face snapshot of facebook/sam3: "
+                               "config.json, model.safetensors, tokenizer files)")
+    sam3_prompt: str = _f("objects on the conveyor belt", "SAM 3 text prompt (encoded once)")
+    sam3_score_threshold: float = _f(0.5, "SAM 3: keep instances whose score exceeds this",
+                                     lo=0.0, hi=1.0)
+    sam3_nms_iou: float = _f(0.5, "SAM 3: masks overlapping a better one by more than this "
+                                  "IoU are dropped", lo=0.0, hi=1.0)
+    fused_graph: bool = _f(False, "onnxruntime/tensorrt: one exported graph from pixels to the "
+                                  "cluster map (normalise, backbone, colour, nearest centre)")
+    precision: str = _f("fp16", "TensorRT engine precision", choices=PRECISION_CHOICES)
+    engine_dir: str = _f("", "folder for exported ONNX files and TensorRT engines "
+                             "('' = <model dir>/engines)")
+    engine_rebuild: bool = _f(True, "build a missing or stale TensorRT engine at start-up "
+                                    "(False: fail and say why)")
     min_area: int = _f(150, "segments smaller than this many pixels (at input size) are dropped",
                        lo=0, hi=10**7)
 

@@ -7,6 +7,7 @@ anomaly patches (Evaluation A) -> segmenter instances -> mask-feature fusion (Ev
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,9 @@ class PastaPipeline:
     """A calibrated model with its backbone and segmenter, ready for frames."""
 
     def __init__(self, model: CalibratedModel, extractor: FeatureExtractor,
-                 segmenter: Segmenter, vote_threshold: float) -> None:
+                 segmenter: Segmenter, vote_threshold: float,
+                 cluster_map_fn: Callable[[Sequence[np.ndarray]], torch.Tensor] | None = None,
+                 ) -> None:
         if extractor.channels != model.channels:
             raise ModelError(f"the model has {model.channels}-dim centres but backbone "
                              f"{extractor.info.name} (colour weight {extractor.color_weight}) "
@@ -74,6 +77,7 @@ class PastaPipeline:
         self.extractor = extractor
         self.segmenter = segmenter
         self.vote_threshold = vote_threshold
+        self.cluster_map_fn = cluster_map_fn  # fused exported graph: pixels -> cluster ids
         self.centers = torch.from_numpy(model.centers).to(extractor.device)
         self.anomaly_lut = torch.from_numpy(model.anomaly).to(extractor.device)
 
@@ -85,17 +89,33 @@ class PastaPipeline:
         model = load_model(model_dir)
         cfg = cfg or PastaConfig()
         check_model_matches(model, cfg, explicit or set())
-        if extractor is None:
-            backbone = build_backbone(model.backbone, cfg.weights)
-            extractor = FeatureExtractor(backbone, model.input_size, resolve_device(cfg.device),
-                                         model.color_weight)
         fingerprint = weights_fingerprint(model.backbone, cfg.weights)
         if model.weights_hash and fingerprint != model.weights_hash:
             raise ModelError(f"the model was calibrated with {model.backbone} weights "
                              f"{model.weights_hash} but the given weights hash to {fingerprint}")
+        cluster_map_fn = None
+        if extractor is None:
+            backbone = build_backbone(model.backbone, cfg.weights)
+            if cfg.backend != "torch":
+                from pasta_ros.export.runtime import (
+                    ExportedBackbone,
+                    ExportedClusterMap,
+                    RuntimeOptions,
+                )
+
+                cache = Path(cfg.engine_dir) if cfg.engine_dir else Path(model_dir) / "engines"
+                opts = RuntimeOptions(cfg.backend, cache, cfg.device, cfg.precision,
+                                      cfg.engine_rebuild)
+                if cfg.fused_graph:
+                    cluster_map_fn = ExportedClusterMap(model, backbone, opts)
+                else:
+                    backbone = ExportedBackbone(backbone, opts, fingerprint)
+            extractor = FeatureExtractor(backbone, model.input_size, resolve_device(cfg.device),
+                                         model.color_weight)
         vote = cfg.vote_threshold if explicit and "vote_threshold" in explicit \
             else model.vote_threshold
-        return cls(model, extractor, build_segmenter(cfg.segmenter, model, cfg), vote)
+        return cls(model, extractor, build_segmenter(cfg.segmenter, model, cfg), vote,
+                   cluster_map_fn)
 
     @torch.inference_mode()
     def process(self, image: np.ndarray, *, with_instances: bool = True) -> FrameResult:
@@ -103,9 +123,13 @@ class PastaPipeline:
         t = [time.perf_counter()]
         prepared = self.extractor.prepare(image)
         t.append(time.perf_counter())
-        feats = self.extractor.features([prepared])
-        t.append(time.perf_counter())
-        cluster_map = assign_clusters(feats, self.centers)[0]
+        if self.cluster_map_fn is not None:  # one graph: backbone + assignment
+            cluster_map = self.cluster_map_fn([prepared])[0].to(self.centers.device)
+            t.append(time.perf_counter())
+        else:
+            feats = self.extractor.features([prepared])
+            t.append(time.perf_counter())
+            cluster_map = assign_clusters(feats, self.centers)[0]
         anomaly = self.anomaly_lut[cluster_map]
         t.append(time.perf_counter())
         ids = self.segmenter.segment(prepared, cluster_map)

@@ -66,7 +66,8 @@ class FusedClusterNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Image batch -> ``(B, h, w) int64`` cluster ids (see class docstring)."""
         if self.layout == "uint8_nhwc":
-            rgb01 = image.permute(0, 3, 1, 2).float() / 255.0
+            # Cast before the transpose: TensorRT accepts uint8 only straight into a Cast.
+            rgb01 = image.float().permute(0, 3, 1, 2) / 255.0
         else:
             rgb01 = image.float()
         x = (rgb01 - self.mean) / self.std

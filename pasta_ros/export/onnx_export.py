@@ -168,7 +168,8 @@ def backbone_file_name(name: str, size: tuple[int, int], *, tiny: bool = False) 
 def export_backbone(name: str, out_dir: str | Path, input_size: tuple[int, int], *,
                     weights: str = "", tiny: bool = False, opset: int = DEFAULT_OPSET,
                     dynamic_batch: bool = False, backbone: Backbone | None = None,
-                    centers: torch.Tensor | None = None, seed: int = 0) -> ExportReport:
+                    centers: torch.Tensor | None = None, seed: int = 0,
+                    file_name: str | None = None) -> ExportReport:
     """Export registry backbone ``name`` at ``input_size = (W, H)`` (rounded to the stride as
     the pipeline does) and compare ONNX Runtime with torch on a seeded random image.
 
@@ -178,7 +179,7 @@ def export_backbone(name: str, out_dir: str | Path, input_size: tuple[int, int],
     backbone = backbone or build_backbone(name, weights, tiny=tiny)
     stride = backbone.info.stride
     w, h = network_size(input_size[0], input_size[1], input_size[0], input_size[1], stride)
-    path = Path(out_dir) / backbone_file_name(name, (w, h), tiny=tiny)
+    path = Path(out_dir) / (file_name or backbone_file_name(name, (w, h), tiny=tiny))
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(1, 3, h, w, generator=gen)
     mean = torch.tensor(backbone.info.mean).view(1, 3, 1, 1)

@@ -75,7 +75,9 @@ class OrtRunner:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self.name = path.name
-        self.on_gpu = self.session.get_providers()[0] in (CUDA, TENSORRT)
+        # Bind torch CUDA tensors only when torch itself has CUDA; else ORT copies from host.
+        self.on_gpu = self.session.get_providers()[0] in (CUDA, TENSORRT) and \
+            torch.cuda.is_available()
         self.device = torch.device("cuda" if self.on_gpu else "cpu")
         self.input_shapes: dict[str, tuple[Dim, ...]] = {
             i.name: tuple(i.shape) for i in self.session.get_inputs()}

@@ -17,7 +17,17 @@ def build_segmenter(name: str, model: CalibratedModel, cfg: PastaConfig) -> Segm
     """The segmenter called ``name`` for a calibrated model."""
     if name == "clusters":
         return ClusterSegmenter(model.background, model.color_log_odds, min_area=cfg.min_area)
-    raise PastaError(f"unknown segmenter {name!r}; available: clusters")
+    if name == "sam3":
+        from pasta_ros.core.features import resolve_device
+        from pasta_ros.core.segmenters.sam3 import Sam3Segmenter
+
+        if not cfg.sam3_weights:
+            raise PastaError("segmenter sam3 needs sam3_weights: a local SAM 3 checkpoint folder "
+                             "(Hugging Face snapshot of facebook/sam3); no weights ship offline")
+        return Sam3Segmenter.from_pretrained(
+            cfg.sam3_weights, cfg.sam3_prompt, score_threshold=cfg.sam3_score_threshold,
+            nms_iou=cfg.sam3_nms_iou, min_area=cfg.min_area, device=resolve_device(cfg.device))
+    raise PastaError(f"unknown segmenter {name!r}; available: clusters, sam3")
 
 
 __all__ = ["Segmenter", "ClusterSegmenter", "build_segmenter"]

@@ -83,9 +83,11 @@ def paint_disjoint(masks: np.ndarray, min_area: int) -> np.ndarray:
 
 
 def _read_preprocessor(folder: Path) -> tuple[tuple, tuple, int | None]:
-    """mean, std and square size from ``preprocessor_config.json`` (defaults if absent)."""
-    f = folder / "preprocessor_config.json"
-    if not f.is_file():
+    """mean, std and square size from ``preprocessor_config.json`` or ``processor_config.json``
+    (the facebook/sam3 snapshot has the latter); SAM 3's defaults if neither exists."""
+    f = next((folder / n for n in ("preprocessor_config.json", "processor_config.json")
+              if (folder / n).is_file()), None)
+    if f is None:
         return SAM3_MEAN, SAM3_STD, None
     cfg = json.loads(f.read_text())
     cfg = cfg.get("image_processor", cfg)
