@@ -8,7 +8,13 @@ import torch
 
 from pasta_ros.config import ConfigError, PastaConfig
 from pasta_ros.core import anomaly_analysis as aa
-from pasta_ros.core.clustering import FeatureCache, assign_clusters, cluster_counts, fit_kmeans
+from pasta_ros.core.clustering import (
+    FeatureCache,
+    RowBlocks,
+    assign_clusters,
+    cluster_counts,
+    fit_kmeans,
+)
 from pasta_ros.core.errors import CalibrationError
 from pasta_ros.core.fusion import ANOMALY, TARGET, fuse
 from pasta_ros.core.metrics import ConfusionMatrix, image_auroc
@@ -28,9 +34,9 @@ def test_kmeans_separates_blobs_and_assignment_agrees():
     with FeatureCache(x.shape[1]) as cache:
         for chunk in np.array_split(x, 7):
             cache.append(chunk)
-        rows = cache.array()
-        assert rows.shape == x.shape and rows.dtype == np.float16
-        centers = fit_kmeans(rows, 3, seed=0, epochs=2, chunk=64)
+        assert cache.rows == x.shape[0]
+        np.testing.assert_allclose(cache.read(10, 20), x[10:20], atol=0.02)  # float16 store
+        centers = fit_kmeans(RowBlocks(cache, block=64), 3, seed=0, epochs=2, chunk=64)
     ids = assign_clusters(torch.from_numpy(x), torch.from_numpy(centers)).numpy()
     # each true blob maps to exactly one cluster, and the three clusters differ
     mapping = {t: set(ids[truth == t]) for t in range(3)}
@@ -47,6 +53,17 @@ def test_assign_grid_matches_rows():
     assert by_grid.shape == (2, 3, 4)
     assert torch.equal(by_grid.reshape(-1), assign_clusters(rows, centers))
     assert cluster_counts(by_grid, 6).sum() == 24
+
+
+def test_row_blocks_filter_and_shuffle_keep_every_row_once():
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    keep = np.arange(20) % 3 == 0
+    rows = RowBlocks(x, keep, block=6)
+    assert rows.n == 7
+    plain = np.concatenate(list(rows.blocks()))
+    shuffled = np.concatenate(list(rows.blocks(np.random.default_rng(0))))
+    np.testing.assert_array_equal(plain, x[keep])
+    np.testing.assert_array_equal(np.sort(shuffled[:, 0]), x[keep][:, 0])
 
 
 def test_fit_kmeans_too_few_patches():

@@ -24,6 +24,7 @@ from pasta_ros.config import PastaConfig
 from pasta_ros.core import anomaly_analysis as aa
 from pasta_ros.core.clustering import (
     FeatureCache,
+    RowBlocks,
     assign_clusters,
     cluster_counts,
     fit_kmeans,
@@ -76,32 +77,20 @@ class CachedSet:
 
     def maps(self, centers: torch.Tensor) -> SetMaps:
         """Cluster maps and counts of every cached image under ``centers``."""
-        return maps_from_cache(self.cache.array(), self.shapes, self.names, centers,
-                               centers.shape[0])
+        return maps_from_cache(self.cache, self.shapes, self.names, centers, centers.shape[0])
 
     def close(self) -> None:
         self.cache.close()
 
 
-class RowSubset:
-    """Rows ``index`` of a ``(N, C)`` array, indexable like an array (for fit_kmeans)."""
-
-    def __init__(self, rows: np.ndarray, index: np.ndarray) -> None:
-        self.rows, self.index = rows, index
-        self.shape = (index.shape[0], rows.shape[1])
-
-    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
-        return self.rows[self.index[idx]]
-
-
-def maps_from_cache(rows: np.ndarray, shapes: list[tuple[int, int, int]], names: list[str],
+def maps_from_cache(rows: FeatureCache, shapes: list[tuple[int, int, int]], names: list[str],
                     centers: torch.Tensor, k: int) -> SetMaps:
     """Assign cached rows batch by batch -> SetMaps."""
     out = SetMaps(counts=np.zeros(k, np.int64))
     start, name_i = 0, 0
     for b, h, w in shapes:
         n = b * h * w
-        chunk = torch.from_numpy(np.asarray(rows[start:start + n], np.float32))
+        chunk = torch.from_numpy(rows.read(start, start + n))
         ids = assign_clusters(chunk.to(centers.device), centers).view(b, h, w)
         out.add(names[name_i:name_i + b], ids)
         out.counts += cluster_counts(ids, k)
@@ -146,13 +135,13 @@ def object_codebook(base: CachedSet, scene: np.ndarray, background: np.ndarray,
 
     Returns centres ``(n_bg + K, C) float32`` and their background flags ``(n_bg + K,)``.
     """
-    flat = np.concatenate([m.ravel() for m in base_maps.maps]).astype(np.int64)
-    index = np.flatnonzero(~background[flat])
-    if index.shape[0] < cfg.clusters:
-        raise CalibrationError(f"only {index.shape[0]} object patches for K={cfg.clusters}: "
+    # (N,) bool, one byte per patch, in cache row order (maps are stored in that order)
+    keep = np.concatenate([~background[m.ravel()] for m in base_maps.maps])
+    if keep.sum() < cfg.clusters:
+        raise CalibrationError(f"only {int(keep.sum())} object patches for K={cfg.clusters}: "
                                "the baseline shows (almost) no objects")
-    objects = fit_kmeans(RowSubset(base.cache.array(), index), cfg.clusters,
-                         seed=cfg.seed, epochs=cfg.kmeans_epochs)
+    objects = fit_kmeans(RowBlocks(base.cache, keep), cfg.clusters, seed=cfg.seed,
+                         epochs=cfg.kmeans_epochs)
     centers = np.concatenate([scene[background], objects]).astype(np.float32)
     flags = np.concatenate([np.ones(int(background.sum()), bool),
                             np.zeros(cfg.clusters, bool)])
@@ -162,10 +151,10 @@ def object_codebook(base: CachedSet, scene: np.ndarray, background: np.ndarray,
 def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet | None,
                  cfg: PastaConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """Phase 1: centres, background flags and where the background came from."""
-    rows = base.cache.array()
-    log.info("K-Means: %d patches from %d baseline images, K=%d", rows.shape[0],
+    log.info("K-Means: %d patches from %d baseline images, K=%d", base.cache.rows,
              len(base.names), cfg.clusters)
-    scene = fit_kmeans(rows, cfg.clusters, seed=cfg.seed, epochs=cfg.kmeans_epochs)
+    scene = fit_kmeans(RowBlocks(base.cache), cfg.clusters, seed=cfg.seed,
+                       epochs=cfg.kmeans_epochs)
     scene_t = torch.from_numpy(scene).to(extractor.device)
     base_maps = base.maps(scene_t)
     empty_maps = empty.maps(scene_t) if empty is not None else None

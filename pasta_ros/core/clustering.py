@@ -2,7 +2,7 @@
 
 Baseline features are streamed to an on-disk float16 cache (:class:`FeatureCache`) so the
 peak memory of calibration does not grow with the number of images; K-Means then runs
-``epochs`` shuffled passes of ``partial_fit`` over that cache.
+``epochs`` block-shuffled passes of ``partial_fit`` over that cache (:class:`RowBlocks`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,16 @@ def grid_to_rows(grid: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureCache:
-    """Append-only ``(N, C) float16`` feature rows in a temporary file, read back as a memmap."""
+    """Append-only ``(N, C) float16`` feature rows in a temporary file.
+
+    Rows are read back in explicit blocks (``os.pread``) into ordinary arrays rather than
+    through a memmap: mapped file pages count towards the process RSS, so a memmap over a
+    multi-GB cache would make the peak grow with the number of images.
+    """
 
     def __init__(self, channels: int, directory: str | None = None) -> None:
         fd, name = tempfile.mkstemp(prefix="pasta_features_", suffix=".f16", dir=directory)
-        self._file = os.fdopen(fd, "wb")
+        self._file = os.fdopen(fd, "w+b")
         self.path = Path(name)
         self.channels = channels
         self.rows = 0
@@ -42,12 +47,13 @@ class FeatureCache:
         self._file.write(np.ascontiguousarray(arr, dtype=np.float16).tobytes())
         self.rows += arr.shape[0]
 
-    def array(self) -> np.ndarray:
-        """The cached rows as a read-only ``(N, C) float16`` memmap."""
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as a fresh ``(n, C) float32`` array."""
         self._file.flush()
-        if self.rows == 0:
-            return np.zeros((0, self.channels), np.float16)
-        return np.memmap(self.path, dtype=np.float16, mode="r", shape=(self.rows, self.channels))
+        stop = min(stop, self.rows)
+        row_bytes = 2 * self.channels
+        raw = os.pread(self._file.fileno(), (stop - start) * row_bytes, start * row_bytes)
+        return np.frombuffer(raw, np.float16).reshape(-1, self.channels).astype(np.float32)
 
     def close(self) -> None:
         if not self._file.closed:
@@ -61,33 +67,84 @@ class FeatureCache:
         self.close()
 
 
-def fit_kmeans(features: np.ndarray, k: int, *, seed: int = 0, epochs: int = 3,
-               chunk: int = 8192, init_sample: int = 50_000) -> np.ndarray:
-    """MiniBatch K-Means over ``(N, C)`` rows (may be a memmap); returns ``(K, C) float32``.
+class RowBlocks:
+    """The rows of a FeatureCache (or an in-memory array), optionally only those where
+    ``keep`` (``(N,) bool``) is set, read in contiguous blocks of ``block`` rows."""
 
-    k-means++ seeds the centres on a random sample of at most ``init_sample`` rows, then
-    ``epochs`` shuffled passes of ``partial_fit`` in chunks of ``chunk`` rows refine them.
-    Memory stays O(chunk + init_sample) rows whatever N is.
+    def __init__(self, rows: FeatureCache | np.ndarray, keep: np.ndarray | None = None,
+                 block: int = 8192) -> None:
+        self.rows, self.keep, self.block = rows, keep, block
+        total = rows.rows if isinstance(rows, FeatureCache) else rows.shape[0]
+        self.total = total
+        self.n = int(keep.sum()) if keep is not None else total
+
+    def _read(self, start: int) -> np.ndarray:
+        stop = start + self.block
+        arr = (self.rows.read(start, stop) if isinstance(self.rows, FeatureCache)
+               else np.asarray(self.rows[start:stop], np.float32))
+        return arr if self.keep is None else arr[self.keep[start:stop]]
+
+    def blocks(self, rng: np.random.Generator | None = None):
+        """Yield ``(m, C) float32`` blocks, in file order or (with ``rng``) shuffled order."""
+        starts = np.arange(0, self.total, self.block)
+        if rng is not None:
+            rng.shuffle(starts)
+        for start in starts:
+            arr = self._read(int(start))
+            if arr.shape[0]:
+                yield arr
+
+
+def _sample_rows(rows: RowBlocks, size: int, rng: np.random.Generator) -> np.ndarray:
+    """About ``size`` uniformly sampled rows, in one streamed pass."""
+    p = min(1.0, size / max(rows.n, 1))
+    picked = [b[rng.random(b.shape[0]) < p] for b in rows.blocks()]
+    return np.concatenate(picked) if picked else np.zeros((0, 0), np.float32)
+
+
+def fit_kmeans(features: np.ndarray | RowBlocks, k: int, *, seed: int = 0, epochs: int = 3,
+               chunk: int = 8192, init_sample: int = 50_000, mix_blocks: int = 8,
+               ) -> np.ndarray:
+    """MiniBatch K-Means over ``(N, C)`` rows; returns ``(K, C) float32``.
+
+    ``features`` is an array or a :class:`RowBlocks` over an on-disk cache. k-means++ seeds
+    the centres on a streamed random sample of about ``init_sample`` rows; then ``epochs``
+    passes of ``partial_fit``: blocks are read in random order, ``mix_blocks`` of them are
+    pooled and shuffled, and fed in chunks of ``chunk`` rows. Memory stays
+    O(mix_blocks * block + init_sample) rows whatever N is.
     """
-    n = features.shape[0]
+    rows = features if isinstance(features, RowBlocks) else RowBlocks(features, block=chunk)
+    n = rows.n
     if n < k:
         raise CalibrationError(f"only {n} patches for K={k} clusters: use fewer clusters "
                                f"(--clusters) or more/larger baseline images")
     rng = np.random.default_rng(seed)
-    sample_idx = np.sort(rng.choice(n, size=min(n, init_sample), replace=False))
-    sample = np.asarray(features[sample_idx], dtype=np.float32)
-    if np.unique(sample, axis=0).shape[0] < k:
+    sample = _sample_rows(rows, init_sample, rng)
+    if sample.shape[0] < k or np.unique(sample, axis=0).shape[0] < k:
         raise CalibrationError(f"the baseline has fewer than K={k} distinct patch features; "
                                f"use fewer clusters or more varied images")
     centers, _ = kmeans_plusplus(sample, k, random_state=seed)
+    del sample
     km = MiniBatchKMeans(n_clusters=k, init=centers, n_init=1, batch_size=min(chunk, n),
                          random_state=seed, reassignment_ratio=0.01)
     for _ in range(epochs):
-        order = rng.permutation(n)
-        for start in range(0, n, chunk):
-            idx = np.sort(order[start:start + chunk])
-            km.partial_fit(np.asarray(features[idx], dtype=np.float32))
+        pool: list[np.ndarray] = []
+        for block in rows.blocks(rng):
+            pool.append(block)
+            if len(pool) == mix_blocks:
+                _partial_fit_pool(km, pool, chunk, rng)
+                pool = []
+        if pool:
+            _partial_fit_pool(km, pool, chunk, rng)
     return km.cluster_centers_.astype(np.float32)
+
+
+def _partial_fit_pool(km: MiniBatchKMeans, pool: list[np.ndarray], chunk: int,
+                      rng: np.random.Generator) -> None:
+    data = np.concatenate(pool)
+    data = data[rng.permutation(data.shape[0])]
+    for start in range(0, data.shape[0], chunk):
+        km.partial_fit(data[start:start + chunk])
 
 
 def assign_clusters(features: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,232 @@
+"""``pasta icas train | segment | evaluate | export`` and ``pasta bench icas``.
+
+``add_icas_commands(subparsers)`` adds the ``icas`` command to the main parser;
+``cmd_icas(args)`` dispatches on ``args.icas_command``. Also runnable on its own:
+``python -m pasta_ros.core.icas.cli icas train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return w, h
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", choices=("generic", "anomaly"), required=True)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file (resumed if present)")
+    p.add_argument("--init", type=Path, help="start from this checkpoint (e.g. the generic one)")
+    p.add_argument("--steps", type=int, default=None, help="total steps (default per stage)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-limit", type=float, default=0.0, help="stop and save after N s")
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--input-size", type=_size, default=(224, 224))
+    p.add_argument("--layers", type=int, default=6, help="transformer decoder layers")
+    p.add_argument("--queries", type=int, default=48, help="content queries K")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--no-gqs", action="store_true", help="learned content queries")
+    p.add_argument("--tiny-backbone", action="store_true", help="random-init encoder (tests)")
+
+
+DEFAULT_STEPS = {"generic": 400, "anomaly": 1200}
+
+
+def cmd_icas_train(args: argparse.Namespace) -> dict:
+    from pasta_ros.core.icas.model import default_arch
+    from pasta_ros.core.icas.train import TrainConfig, train
+
+    cfg = TrainConfig(stage=args.stage, steps=args.steps or DEFAULT_STEPS[args.stage],
+                      batch=args.batch, lr=args.lr, seed=args.seed, save_every=args.save_every,
+                      time_limit=args.time_limit)
+    arch = default_arch(args.backbone, tiny=args.tiny_backbone, input_size=args.input_size,
+                        layers=args.layers, queries=args.queries, hidden=args.hidden,
+                        gqs=not args.no_gqs)
+    return train(cfg, args.out, arch, init=args.init,
+                 progress=not getattr(args, "quiet", False))
+
+
+DEFAULT_CKPT = Path(__file__).resolve().parents[3] / "models" / "icas" / "icas_lite0.pt"
+
+
+def _points(text: str) -> list[tuple[float, ...]]:
+    """'x,y;x,y' (or boxes 'x0,y0,x1,y1;...') -> list of float tuples."""
+    try:
+        return [tuple(float(v) for v in part.split(",")) for part in text.split(";") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'x,y;x,y' numbers, got {text!r}") from None
+
+
+def _segment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT)
+    p.add_argument("--images", type=Path, required=True, help="folder of images to segment")
+    p.add_argument("--out", type=Path, required=True, help="folder for score and mask PNGs")
+    p.add_argument("--normal", type=Path, help="folder of normal images (normal prompting)")
+    p.add_argument("--shots", type=int, default=4, help="normal images used from --normal")
+    p.add_argument("--prompt-image", type=Path, help="anomaly prompt image")
+    p.add_argument("--prompt-mask", type=Path, help="its mask (nonzero = anomaly)")
+    p.add_argument("--points", type=_points, default=[],
+                   help="clicks on --prompt-image: 'x,y;x,y'")
+    p.add_argument("--boxes", type=_points, default=[], help="boxes on --prompt-image: "
+                   "'x0,y0,x1,y1;...'")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--device", default="cpu")
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT)
+    p.add_argument("--data", type=Path, nargs="+", required=True,
+                   help="dataset roots (PASTA layout), or folders holding several")
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4])
+    p.add_argument("--shots", type=_ints, default=[2, 4, 8])
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--json", type=Path)
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT)
+    p.add_argument("--out", type=Path, required=True, help="ONNX file")
+    p.add_argument("--input-size", type=_size, default=(518, 518),
+                   help="frame WxH the graph serves (fixes the feature grid)")
+    p.add_argument("--n-prompt", type=int, default=1, help="prompt tokens (0: normal prompting)")
+    p.add_argument("--n-ntp", type=int, default=1, help="non-target tokens (k normal shots)")
+
+
+def add_icas_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``icas {train,segment,evaluate,export}`` to the ``pasta`` subparsers."""
+    icas = sub.add_parser("icas", help="iCAS in-context anomaly segmentation")
+    isub = icas.add_subparsers(dest="icas_command", required=True)
+    _train_args(isub.add_parser("train", help="General-to-Specific training, one stage"))
+    _segment_args(isub.add_parser("segment", help="segment images from prompts"))
+    _evaluate_args(isub.add_parser("evaluate", help="mIoU / FB-IoU / AUROC vs baselines"))
+    _export_args(isub.add_parser("export", help="decoder -> ONNX with a parity check"))
+
+
+def add_bench_icas_args(p: argparse.ArgumentParser) -> None:
+    """Options ``pasta bench icas`` reads (the bench parser already has --repeats, --json)."""
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT, help="icas: checkpoint")
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4], help="icas: seeds")
+
+
+def cmd_icas_segment(args: argparse.Namespace) -> dict:
+    import cv2
+    import numpy as np
+
+    from pasta_ros.core.errors import PastaError
+    from pasta_ros.core.icas.model import load_model
+    from pasta_ros.core.icas.prompting import ICASPredictor, area_mask
+    from pasta_ros.data.images import list_images, read_image
+
+    pred = ICASPredictor(load_model(args.checkpoint, device=args.device),
+                         threshold=args.threshold)
+    if args.normal:
+        pred.set_normal_prompt([read_image(p) for p in list_images(args.normal)[:args.shots]])
+    if args.points or args.boxes or args.prompt_mask:
+        if not args.prompt_image:
+            raise PastaError("--prompt-mask, --points and --boxes need --prompt-image")
+        image = read_image(args.prompt_image)
+        mask = (area_mask(image.shape[:2], args.points, args.boxes) if not args.prompt_mask
+                else cv2.imread(str(args.prompt_mask), cv2.IMREAD_GRAYSCALE))
+        if mask is None:
+            raise PastaError(f"cannot read prompt mask {args.prompt_mask}")
+        pred.set_anomaly_prompt(image, mask)
+    args.out.mkdir(parents=True, exist_ok=True)
+    scores = {}
+    for path in list_images(args.images):
+        res = pred.predict(read_image(path))
+        cv2.imwrite(str(args.out / f"{path.stem}_score.png"),
+                    (res.score * 255 + 0.5).astype(np.uint8))
+        cv2.imwrite(str(args.out / f"{path.stem}_mask.png"), res.mask.astype(np.uint8) * 255)
+        scores[path.stem] = round(res.image_score, 4)
+    return {"mode": res.mode if scores else None, "out": str(args.out), "image_scores": scores}
+
+
+def dataset_roots(paths: list[Path]) -> list[Path]:
+    """Each path is a dataset root (has reference/) or a folder of such roots."""
+    roots = []
+    for p in paths:
+        roots += [p] if (p / "reference").is_dir() else sorted(
+            d for d in p.iterdir() if (d / "reference").is_dir())
+    return roots
+
+
+def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
+    from pasta_ros.core.errors import PastaError
+    from pasta_ros.core.icas.evaluate import evaluate
+    from pasta_ros.core.icas.model import load_model
+
+    roots = dataset_roots(args.data)
+    if not roots:
+        raise PastaError(f"no dataset (folder with reference/) under {args.data}")
+    res = evaluate(load_model(args.checkpoint), roots, args.seeds, tuple(args.shots),
+                   args.threshold, progress=not getattr(args, "quiet", False))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def cmd_icas_export(args: argparse.Namespace) -> dict:
+    from pasta_ros.core.icas.export import export_decoder
+    from pasta_ros.core.icas.model import load_model
+    from pasta_ros.core.preprocess import network_size
+
+    model = load_model(args.checkpoint)
+    w, h = network_size(*args.input_size, *args.input_size, model.stride)
+    grid = (h // model.stride, w // model.stride)
+    return export_decoder(model, args.out, grid, n_prompt=args.n_prompt,
+                          n_ntp=args.n_ntp).to_json()
+
+
+def bench_icas(args: argparse.Namespace) -> dict:
+    """``pasta bench icas``: quality on held-out textures + decoder latency at 518x518."""
+    from pasta_ros.core.icas.bench import run_bench
+    return run_bench(getattr(args, "checkpoint", DEFAULT_CKPT),
+                     getattr(args, "seeds", [0, 1, 2, 3, 4]),
+                     repeats=getattr(args, "repeats", 30))
+
+
+def cmd_icas(args: argparse.Namespace) -> dict:
+    """Dispatch ``pasta icas <command>``."""
+    return globals()[f"cmd_icas_{args.icas_command}"](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pasta_ros.core.errors import PastaError
+
+    ap = argparse.ArgumentParser(prog="pasta")
+    ap.add_argument("-q", "--quiet", action="store_true")
+    sub = ap.add_subparsers(dest="command", required=True)
+    add_icas_commands(sub)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO)
+    try:
+        result = cmd_icas(args)
+    except PastaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

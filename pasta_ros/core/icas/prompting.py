@@ -1,0 +1,240 @@
+"""The four prompting modes (§3.4, Table 9) as a stateful numpy-in, numpy-out predictor.
+
+(a) normal prompting: k normal images -> anomaly map, masks and an image score;
+(b) anomaly prompting: one image + its anomaly mask -> the same kind of anomaly elsewhere;
+(c) interactive: points / boxes on an image become area masks (a disk per click, the box
+    rectangle), used as an anomaly prompt on that image;
+(d) both prompts together: the mean of the (a) and (b) maps.
+
+Scores are ``(S + S_mfm) / 2`` in [0, 1] so one threshold (default 0.5) applies to every mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pasta_ros.core.errors import PastaError
+from pasta_ros.core.icas.mask_pooling import mask_pool, prompt_tokens
+from pasta_ros.core.icas.matching import mfm_anomaly, mfm_normal, normal_score, semantic_score
+from pasta_ros.core.icas.model import ICASModel, describe_mismatch, load_decoder, read_checkpoint
+
+
+@dataclass(frozen=True)
+class AnomalyPrompt:
+    """q_p, q_ntp ``(N, C)``: features pooled under M_r and 1 - M_r of N prompt images."""
+
+    backbone: str
+    input_size: tuple[int, int]
+    q_p: torch.Tensor
+    q_ntp: torch.Tensor
+
+
+@dataclass(frozen=True)
+class NormalPrompt:
+    """ntp ``(k, C)``: whole-image pooled features of k normal shots; q_r ``(k * K, C)``:
+    mask-level embeddings of their potential masks (for MFM)."""
+
+    backbone: str
+    input_size: tuple[int, int]
+    ntp: torch.Tensor
+    q_r: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ICASResult:
+    """score ``(H, W) float32`` in [0, 1]; mask ``(H, W) bool`` (score >= threshold);
+    image_score: max of the score map; mode: 'normal' | 'anomaly' | 'both'."""
+
+    score: np.ndarray
+    mask: np.ndarray
+    image_score: float
+    mode: str
+
+
+def anomaly_prompt(model: ICASModel, feats: torch.Tensor, masks: torch.Tensor) -> AnomalyPrompt:
+    """feats ``(N, C, h, w)`` of N prompt images; masks ``(N, H, W)`` float in [0, 1]."""
+    if masks.flatten(1).amax(1).min() <= 0:
+        raise PastaError("empty prompt mask: mark at least one pixel of the anomaly")
+    q_p, q_ntp = prompt_tokens(feats, masks.to(feats))
+    return AnomalyPrompt(model.arch.backbone, model.arch.input_size, q_p, q_ntp)
+
+
+@torch.no_grad()
+def normal_prompt(model: ICASModel, feats: Sequence[torch.Tensor]) -> NormalPrompt:
+    """k normal shots, each ``(1, C, h, w)`` (sizes may differ) -> NormalPrompt."""
+    if len(feats) == 0:
+        raise PastaError("normal prompting needs at least one normal image (zero shots given)")
+    ntp = torch.cat([f.mean((-2, -1)) for f in feats])
+    q_r = []
+    for f in feats:
+        out = model.decoder(f, f.new_zeros(1, 0, f.shape[1]), ntp[None], model.queries(f))
+        q_r.append(mask_pool(f, out.mask_logits.sigmoid())[0])
+    return NormalPrompt(model.arch.backbone, model.arch.input_size, ntp, torch.cat(q_r))
+
+
+@torch.no_grad()
+def score_anomaly(model: ICASModel, feats: torch.Tensor, prompt: AnomalyPrompt,
+                  mfm: bool = True, semantic: bool = True) -> torch.Tensor:
+    """``(B, C, h, w)`` target features -> ``(B, 2h, 2w)`` anomaly-prompt score in [0, 1]."""
+    b = feats.shape[0]
+    out = model.decoder(feats, prompt.q_p[None].expand(b, -1, -1),
+                        prompt.q_ntp[None].expand(b, -1, -1), model.queries(feats))
+    masks = out.mask_logits.sigmoid()
+    parts = [semantic_score(out)] if semantic else []
+    if mfm:
+        parts.append(mfm_anomaly(feats, masks, prompt.q_p, prompt.q_ntp))
+    return torch.stack(parts).mean(0)
+
+
+@torch.no_grad()
+def score_normal(model: ICASModel, feats: torch.Tensor, prompt: NormalPrompt,
+                 mfm: bool = True, semantic: bool = True) -> torch.Tensor:
+    """``(B, C, h, w)`` target features -> ``(B, 2h, 2w)`` normal-prompting score in [0, 1]."""
+    b = feats.shape[0]
+    out = model.decoder(feats, feats.new_zeros(b, 0, feats.shape[1]),
+                        prompt.ntp[None].expand(b, -1, -1), model.queries(feats))
+    parts = [normal_score(out)] if semantic else []
+    if mfm:
+        parts.append(mfm_normal(feats, out.mask_logits.sigmoid(), prompt.q_r).clamp(0, 1))
+    return torch.stack(parts).mean(0)
+
+
+def area_mask(shape: tuple[int, int], points: Sequence[Sequence[float]] = (),
+              boxes: Sequence[Sequence[float]] = (), radius: float | None = None) -> np.ndarray:
+    """Interactive prompts -> ``(H, W) float32`` area mask: a disk of ``radius`` pixels
+    (default 4% of the short side, at least 4 px) per ``(x, y)`` point, the filled rectangle
+    per ``(x0, y0, x1, y1)`` box. Raises PastaError when nothing lands inside the image."""
+    h, w = shape
+    r = radius if radius is not None else max(4.0, 0.04 * min(h, w))
+    m = np.zeros((h, w), np.uint8)
+    for x, y in points:
+        cv2.circle(m, (int(round(x)), int(round(y))), int(round(r)), 1, -1)
+    for x0, y0, x1, y1 in boxes:
+        cv2.rectangle(m, (int(round(min(x0, x1))), int(round(min(y0, y1)))),
+                      (int(round(max(x0, x1))), int(round(max(y0, y1)))), 1, -1)
+    if not m.any():
+        raise PastaError(f"no point or box lies inside the {w}x{h} image")
+    return m.astype(np.float32)
+
+
+class ICASPredictor:
+    """Stateful wrapper: set prompts once, then :meth:`predict` images.
+
+    Images are ``(H, W, 3) uint8`` RGB of any size (resized to the model's network size);
+    prompt masks are ``(H, W)`` with the size of their image, nonzero = prompted region.
+    """
+
+    def __init__(self, model: ICASModel, *, threshold: float = 0.5, mfm: bool = True) -> None:
+        self.model = model.eval()
+        self.threshold = float(threshold)
+        self.mfm = mfm
+        self.anomaly: AnomalyPrompt | None = None
+        self.normal: NormalPrompt | None = None
+
+    # -- model ----------------------------------------------------------------------------
+    def load_checkpoint(self, path: str, *, allow_arch_change: bool = False) -> None:
+        """Swap in new decoder weights. A checkpoint of another architecture raises PastaError
+        and leaves model and prompts as they were (prompts are dropped only when
+        ``allow_arch_change`` builds a new model)."""
+        ckpt = read_checkpoint(path)
+        if ckpt.arch != self.model.arch:
+            if not allow_arch_change:
+                raise PastaError(f"checkpoint {path} has another architecture "
+                                 f"({describe_mismatch(ckpt.arch, self.model.arch)}); "
+                                 "the loaded model and prompts are kept")
+            model = ICASModel(ckpt.arch)
+            load_decoder(model, ckpt, str(path))
+            self.model, self.anomaly, self.normal = model.eval(), None, None
+            return
+        load_decoder(self.model, ckpt, str(path))
+
+    def _features(self, image: np.ndarray) -> torch.Tensor:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise PastaError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} "
+                             f"{image.dtype}")
+        return self.model.encode([self.model.prepare(image)])
+
+    def _check(self, prompt: AnomalyPrompt | NormalPrompt) -> None:
+        arch = self.model.arch
+        if prompt.backbone != arch.backbone or tuple(prompt.input_size) != arch.input_size:
+            raise PastaError(f"prompt was encoded with {prompt.backbone} at "
+                             f"{prompt.input_size[0]}x{prompt.input_size[1]} but the model uses "
+                             f"{arch.backbone} at {arch.input_size[0]}x{arch.input_size[1]}; "
+                             "set the prompt again from its images")
+
+    # -- prompts --------------------------------------------------------------------------
+    def encode_anomaly_prompt(self, image: np.ndarray, mask: np.ndarray) -> AnomalyPrompt:
+        """One prompt image and its ``(H, W)`` anomaly mask -> AnomalyPrompt (not set)."""
+        if mask.shape[:2] != image.shape[:2] or mask.ndim != 2:
+            raise PastaError(f"prompt mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                             f"{image.shape[1]}x{image.shape[0]}; they must be the same size")
+        if not np.any(mask):
+            raise PastaError("empty prompt mask: mark at least one pixel of the anomaly")
+        m = torch.from_numpy((np.asarray(mask) > 0).astype(np.float32))[None]
+        return anomaly_prompt(self.model, self._features(image), m)
+
+    def encode_normal_prompt(self, images: Sequence[np.ndarray]) -> NormalPrompt:
+        """k normal images -> NormalPrompt (not set). Zero images raise PastaError."""
+        if len(images) == 0:
+            raise PastaError("normal prompting needs at least one normal image (zero shots)")
+        return normal_prompt(self.model, [self._features(im) for im in images])
+
+    def set_prompt(self, prompt: AnomalyPrompt | NormalPrompt) -> None:
+        """Install an encoded prompt after checking it fits the model."""
+        self._check(prompt)
+        if isinstance(prompt, AnomalyPrompt):
+            self.anomaly = prompt
+        else:
+            self.normal = prompt
+
+    def set_anomaly_prompt(self, image: np.ndarray, mask: np.ndarray) -> None:
+        self.set_prompt(self.encode_anomaly_prompt(image, mask))
+
+    def set_normal_prompt(self, images: Sequence[np.ndarray]) -> None:
+        self.set_prompt(self.encode_normal_prompt(images))
+
+    def set_interactive_prompt(self, image: np.ndarray, points: Sequence = (),
+                               boxes: Sequence = (), radius: float | None = None) -> None:
+        """Clicks ``(x, y)`` and boxes ``(x0, y0, x1, y1)`` in image pixels -> anomaly prompt."""
+        self.set_anomaly_prompt(image, area_mask(image.shape[:2], points, boxes, radius))
+
+    def clear(self, which: str = "all") -> None:
+        """Drop the 'anomaly', 'normal' or 'all' prompts."""
+        if which not in ("anomaly", "normal", "all"):
+            raise PastaError(f"clear: expected anomaly, normal or all, got {which!r}")
+        if which in ("anomaly", "all"):
+            self.anomaly = None
+        if which in ("normal", "all"):
+            self.normal = None
+
+    # -- inference ------------------------------------------------------------------------
+    def predict(self, image: np.ndarray, mode: str = "auto") -> ICASResult:
+        """Segment one image with the prompts set. mode: 'auto' (every prompt set),
+        'anomaly', 'normal' or 'both'."""
+        if mode == "auto":
+            mode = {(True, True): "both", (True, False): "anomaly",
+                    (False, True): "normal"}.get((self.anomaly is not None,
+                                                  self.normal is not None), "none")
+        need = {"anomaly": ("anomaly",), "normal": ("normal",), "both": ("anomaly", "normal")}
+        if mode not in need or any(getattr(self, n) is None for n in need[mode]):
+            raise PastaError(f"no prompt for mode {mode!r}: set an anomaly prompt (image + "
+                             "mask, or clicks) and/or a normal prompt (k normal images) first")
+        for n in need[mode]:
+            self._check(getattr(self, n))
+        feats = self._features(image)
+        maps = []
+        if self.anomaly is not None and mode in ("anomaly", "both"):
+            maps.append(score_anomaly(self.model, feats, self.anomaly, self.mfm))
+        if self.normal is not None and mode in ("normal", "both"):
+            maps.append(score_normal(self.model, feats, self.normal, self.mfm))
+        score = torch.stack(maps).mean(0)
+        h, w = image.shape[:2]
+        full = F.interpolate(score[None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        full = full.clamp(0, 1).cpu().numpy().astype(np.float32)
+        return ICASResult(full, full >= self.threshold, float(score.max()), mode)
