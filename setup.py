@@ -14,7 +14,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -23,5 +23,6 @@ setup(
     description="Label-free anomaly and target segmentation for robotic sorting (PASTA, iCAS).",
     license="Apache-2.0",
     python_requires=">=3.10",
-    entry_points={"console_scripts": ["pasta = pasta_ros.cli:main"]},
+    entry_points={"console_scripts": ["pasta = pasta_ros.cli:main",
+                                      "pasta_node = pasta_ros.ros.node:main"]},
 )

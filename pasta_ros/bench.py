@@ -25,6 +25,7 @@ from sklearn.cluster import KMeans
 from pasta_ros.core.clustering import assign_clusters
 from pasta_ros.core.fusion import fuse
 from pasta_ros.export.bench import bench_backends  # noqa: F401 - `pasta bench backends`
+from pasta_ros.ros.bench import bench_ros  # noqa: F401 - `pasta bench ros`
 
 
 def _machine() -> dict:

@@ -1,4 +1,5 @@
-"""`pasta` command line: synth, calibrate, segment, evaluate, bench.
+"""`pasta` command line: synth, calibrate, segment, evaluate, bench, export, and the ROS
+clients recalibrate, echo, play.
 
 A user's mistake (bad path, corrupt model, wrong option) prints one ``error:`` line and
 exits with status 2; no traceback.
@@ -121,14 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", type=Path, help="write the metrics here")
     _config_args(e)
 
-    b = sub.add_parser("bench", help="benchmarks: fusion | frame | memory | backends")
-    b.add_argument("what", choices=("fusion", "frame", "memory", "backends"))
+    b = sub.add_parser("bench", help="benchmarks: fusion | frame | memory | backends | ros")
+    b.add_argument("what", choices=("fusion", "frame", "memory", "backends", "ros"))
+    b.add_argument("--model", type=Path, help="ros: model dir (default demo_out/model)")
     b.add_argument("--images", type=int, default=1000, help="memory: baseline images")
     b.add_argument("--repeats", type=int, default=50)
     b.add_argument("--json", type=Path)
 
     from pasta_ros.export.cli import add_export_parser
     add_export_parser(sub)
+    from pasta_ros.ros.clients import add_ros_commands  # rclpy is imported lazily
+    add_ros_commands(sub)
     return ap
 
 

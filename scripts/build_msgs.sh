@@ -50,6 +50,7 @@ PYEOF
 generator="Unix Makefiles"
 command -v ninja >/dev/null && generator="Ninja"
 rm -rf "$BUILD"
+mkdir -p "$ROOT/build"
 export CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV"
 export PATH="$VENV/bin:$PATH"
 cmake -S "$SRC" -B "$BUILD" -G "$generator" -DCMAKE_BUILD_TYPE=Release \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 
+import cv2
 import numpy as np
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
@@ -17,7 +18,7 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from pasta_msgs.msg import Instance as InstanceMsg
 from pasta_msgs.msg import InstanceArray
 from pasta_ros.core.fusion import Instance
-from pasta_ros.core.report import overlay_labels
+from pasta_ros.core.report import LABEL_COLORS
 from pasta_ros.data.images import ImageReadError, to_rgb_uint8
 from pasta_ros.data.imgmsg import SUPPORTED_ENCODINGS, decode_compressed, image_from_msg_fields
 
@@ -79,9 +80,28 @@ def rgb8_image(rgb: np.ndarray, header) -> Image:
                  data=array.array("B", np.ascontiguousarray(rgb, np.uint8).tobytes()))
 
 
+_FILL = np.zeros((256, 1, 3), np.uint8)  # label -> colour, as 256-entry 3-channel LUTs
+_FILL[: len(LABEL_COLORS), 0] = LABEL_COLORS
+_EDGE = _FILL.copy()
+_EDGE[0, 0] = LABEL_COLORS[1]  # outline pixels on background take the target colour
+
+
+def fast_overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """The look of :func:`~pasta_ros.core.report.overlay_labels` (colours blended over
+    objects, outlines drawn) in uint8 OpenCV calls, several times faster at 1280x720 and
+    within 1 grey level (rounding) of it. ``(H, W, 3) uint8`` RGB + ``(H, W) uint8`` labels."""
+    labels3 = cv2.merge([labels, labels, labels])
+    blend = cv2.addWeighted(cv2.LUT(labels3, _FILL), alpha, rgb, 1.0 - alpha, 0.0)
+    out = rgb.copy()
+    cv2.copyTo(blend, (labels > 0).view(np.uint8), out)
+    edge = cv2.morphologyEx(labels, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    cv2.copyTo(cv2.LUT(labels3, _EDGE), (edge > 0).view(np.uint8), out)
+    return out
+
+
 def overlay_image(rgb: np.ndarray, labels: np.ndarray, header) -> Image:
     """The 3-class overlay (blue target, red anomaly) as an rgb8 Image."""
-    return rgb8_image(overlay_labels(rgb, labels), header)
+    return rgb8_image(fast_overlay(rgb, labels), header)
 
 
 def instance_msg(inst: Instance, header) -> InstanceMsg:

@@ -1,0 +1,194 @@
+"""`pasta bench ros`: pasta_node's own overhead, end-to-end latency and output rate, per DDS
+transport setting, over real DDS between two processes on this machine.
+
+For each transport (``default``: Fast DDS built-in transports; ``shm``: the
+``config/fastdds_shm.xml`` profile, shared memory + loopback UDP), a worker process (Fast DDS
+reads its XML profile once per process) starts pasta_node with the same setting and:
+
+1. sequential: sends ``repeats`` 1280x720 rgb8 frames one at a time (each after the previous
+   output), so nothing is dropped. The node reports its overhead (receive -> numpy, result ->
+   messages -> publish; inference and the optional overlay excluded) and latency; this process
+   measures end to end (publish -> InstanceArray received, same clock);
+2. flood: a 30 Hz camera for ``flood_s`` seconds: output rate, frames in / processed / dropped.
+
+Every process uses ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a leased ROS_DOMAIN_ID.
+Also measured in-process: rclpy deserialising a 1280x720 rgb8 Image (done before the
+node's callback, so not part of its overhead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = ROOT / "config" / "fastdds_shm.xml"
+WIDTH, HEIGHT = 1280, 720
+CAMERA = "/bench/camera/image"
+
+
+def transport_env(name: str) -> dict[str, str]:
+    """Extra environment of a transport setting (for the node and the client alike)."""
+    if name == "shm":
+        return {"FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE),
+                "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}
+    return {}
+
+
+def ensure_model(path: str | None, work: Path) -> Path:
+    """``path``, else demo_out/model, else a small model calibrated now (K=8, 910x512)."""
+    for candidate in (path, "demo_out/model"):
+        if candidate and (Path(candidate) / "manifest.json").is_file():
+            return Path(candidate)
+    from pasta_ros.cli import main as pasta
+
+    data, model = work / "data", work / "model"
+    if pasta(["-q", "synth", "--out", str(data), "--n-baseline", "6", "--n-reference", "3",
+              "--n-empty", "2", "--n-test", "0"]) != 0 or \
+        pasta(["-q", "calibrate", "--baseline", str(data / "baseline"), "--reference",
+               str(data / "reference"), "--empty", str(data / "empty"), "--out", str(model),
+               "--clusters", "8"]) != 0:
+        raise RuntimeError("could not calibrate a model for the benchmark")
+    return model
+
+
+def deserialize_ms(repeats: int) -> float:
+    """Median ms for rclpy to deserialise one 1280x720 rgb8 Image."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image
+
+    from pasta_ros.ros.testing import image_msg
+
+    rgb = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    raw = serialize_message(image_msg(rgb, "rgb8", 1))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        deserialize_message(raw, Image)
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return round(float(np.median(samples)), 2)
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None}
+    p50, p95 = np.percentile(values, [50, 95])
+    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1)}
+
+
+def worker(transport: str, model: str, repeats: int, flood_s: float, log_dir: str) -> dict:
+    """One transport setting: start the node, measure, end it (runs in its own process)."""
+    from pasta_ros.core.errors import PastaError
+    from pasta_ros.data.synth import render_scene
+    from pasta_ros.ros.testing import (
+        Outputs,
+        RosSession,
+        handshake,
+        image_msg,
+        running_node,
+        stamp_of,
+    )
+
+    session = RosSession(f"pasta_bench_{transport}", transport_env(transport))
+    frames = [render_scene("steel", np.random.default_rng(i), WIDTH, HEIGHT, 8, 2)[0]
+              for i in range(4)]
+    args = ["-r", f"image:={CAMERA}", "-p", f"model_dir:={model}",
+            "-p", f"models_root:={log_dir}/models", "-p", "publish_overlay:=false",
+            "-p", "diagnostics_period:=0.5"]
+    from sensor_msgs.msg import Image
+
+    try:
+        with running_node(session, args, Path(log_dir) / f"node_{transport}.log"):
+            out = Outputs(session.client)
+            out.wait_matched(60.0)
+            cam = session.client.node.create_publisher(Image, CAMERA, 10)
+            handshake(cam, out, lambda ns: image_msg(frames[0], "rgb8", ns), 120.0)
+            e2e, lost = [], 0
+            for i in range(repeats):
+                msg = image_msg(frames[i % len(frames)], "rgb8", (10 + i) * 10**9)
+                t0 = time.perf_counter()
+                cam.publish(msg)
+                try:
+                    out.wait_frame(stamp_of((10 + i) * 10**9), 20.0)
+                except PastaError:  # lost in transport (best effort): count, go on
+                    lost += 1
+                    continue
+                t1 = next(t for t, s, _ in reversed(out.arrivals) if s == (10 + i, 0))
+                e2e.append((t1 - t0) * 1e3)
+            seq = out.wait_diagnostics(lambda v: v["frames_in_flight"] == 0, 60.0)
+            n0, t_start = len(out.arrivals), time.perf_counter()
+            msgs = [image_msg(frames[i % len(frames)], "rgb8", (10_000 + i) * 10**9)
+                    for i in range(int(flood_s * 30))]
+            for i, msg in enumerate(msgs):  # a 30 Hz camera
+                time.sleep(max(0.0, t_start + i / 30 - time.perf_counter()))
+                cam.publish(msg)
+            t_pub = time.perf_counter() - t_start
+            try:
+                out.wait_frame(stamp_of((10_000 + len(msgs) - 1) * 10**9), 60.0)
+            except PastaError:
+                pass  # the last frame was lost in transport; the counters still tell
+            flood = out.wait_diagnostics(lambda v: v["frames_in_flight"] == 0, 60.0)
+            outs = [t for t, _, _ in out.arrivals[n0:]]
+    finally:
+        session.close()
+    delta = {k: flood[k] - seq[k] for k in ("frames_in", "frames_processed", "frames_dropped",
+                                             "frames_bad")}
+    return {
+        "transport": transport,
+        "sequential": {"frames": repeats, "lost_in_transport": lost,
+                       "node_overhead_ms": {"p50": seq["overhead_p50_ms"],
+                                            "p95": seq["overhead_p95_ms"]},
+                       "node_latency_ms": {"p50": seq["latency_p50_ms"],
+                                           "p95": seq["latency_p95_ms"]},
+                       "end_to_end_ms": percentiles(e2e)},
+        "flood_30hz": {"seconds": round(t_pub, 1), "frames_sent": len(msgs),
+                       "lost_in_transport": len(msgs) - delta["frames_in"], **delta,
+                       "in_equals_processed_plus_dropped_plus_bad":
+                           delta["frames_in"] == delta["frames_processed"]
+                           + delta["frames_dropped"] + delta["frames_bad"],
+                       "output_rate_hz": round((len(outs) - 1) / (outs[-1] - outs[0]), 2)
+                       if len(outs) > 1 else 0.0},
+    }
+
+
+def bench_ros(args: Namespace) -> dict:
+    """Run the worker once per transport; returns the measurements (see module docstring)."""
+    import torch
+
+    repeats = int(getattr(args, "repeats", 30) or 30)
+    flood_s = float(getattr(args, "flood_seconds", 10.0) or 10.0)
+    transports = getattr(args, "transports", None) or ["default", "shm"]
+    with tempfile.TemporaryDirectory(prefix="pasta_bench_ros_") as tmp:
+        model = ensure_model(getattr(args, "model", None), Path(tmp))
+        results = []
+        for transport in transports:
+            cmd = [sys.executable, "-m", "pasta_ros.ros.bench", "--worker", transport,
+                   str(model.resolve()), str(repeats), str(flood_s), tmp]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
+                                  env=os.environ | transport_env(transport))
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench worker ({transport}) failed:\n{proc.stderr[-3000:]}")
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {"benchmark": "ros", "image": f"{WIDTH}x{HEIGHT} rgb8", "model": str(model),
+            "rclpy_deserialize_1280x720_ms": deserialize_ms(50), "results": results,
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "cores": os.cpu_count(), "python": platform.python_version(),
+                        "torch": torch.__version__, "rmw": "rmw_fastrtps_cpp (Jazzy wheels)",
+                        "date": time.strftime("%Y-%m-%d")}}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 7 and sys.argv[1] == "--worker":
+        _, _, transport, model, repeats, flood_s, log_dir = sys.argv
+        print(json.dumps(worker(transport, model, int(repeats), float(flood_s), log_dir)))
+    else:
+        print(json.dumps(bench_ros(Namespace()), indent=2))

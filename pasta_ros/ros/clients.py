@@ -1,0 +1,269 @@
+"""`pasta recalibrate | echo | play`: talk to a running pasta_node through rclpy (no ros2cli).
+
+These work wherever rclpy and pasta_msgs import: on a robot's ROS 2 install and in this
+project's venv. rclpy is imported inside the functions, so ``pasta`` itself starts without ROS.
+:class:`ClientNode` (an rclpy context + node spun in a background thread) and
+:class:`BagPlayer` are reused by the ROS demo, the benchmark and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pasta_ros.core.errors import PastaError
+
+
+def add_ros_commands(sub: argparse._SubParsersAction) -> None:
+    """Add the recalibrate, echo and play subcommands to ``pasta``'s subparsers."""
+    r = sub.add_parser("recalibrate", help="call a running pasta_node's recalibrate service")
+    r.add_argument("--baseline-bag", type=Path, required=True, help="mixed stream bag")
+    r.add_argument("--reference-bag", type=Path, required=True, help="targets-only bag")
+    r.add_argument("--empty-bag", type=Path, help="optional empty-scene bag")
+    r.add_argument("--topic", default="", help="image topic in the bags (default: the node's)")
+    r.add_argument("--clusters", type=int, default=-1, help="K override (default: node's)")
+    r.add_argument("--ratio-threshold", type=float, default=-1.0, help="override")
+    r.add_argument("--vote-threshold", type=float, default=-1.0, help="override")
+    r.add_argument("--service", default="pasta/recalibrate", help="service name")
+    r.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait in all")
+
+    e = sub.add_parser("echo", help="print instance summaries from pasta/anomaly_masks")
+    e.add_argument("--topic", default="pasta/anomaly_masks")
+    e.add_argument("--count", type=int, default=0, help="stop after N messages (0 = never)")
+    e.add_argument("--timeout", type=float, default=0.0, help="stop after S seconds (0 = never)")
+
+    p = sub.add_parser("play", help="publish a bag's images (Image or CompressedImage)")
+    p.add_argument("bag", type=Path)
+    p.add_argument("--topic", default="", help="topic in the bag (default: its only image "
+                                               "topic)")
+    p.add_argument("--to", default="", help="publish on this topic (default: the bag's)")
+    p.add_argument("--rate", type=float, default=0.0, help="frames per second (default: the "
+                                                           "recorded timing)")
+    p.add_argument("--loop", action="store_true", help="repeat until interrupted")
+    p.add_argument("--restamp", action="store_true", help="set header stamps to now")
+    p.add_argument("--wait", type=float, default=10.0,
+                   help="seconds to wait for a subscriber before playing")
+
+
+class ClientNode:
+    """An rclpy node in its own context, spun by a background thread until :meth:`close`."""
+
+    def __init__(self, name: str, domain_id: int | None = None) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id,
+                   signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name=f"{name}-spin", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        while not self._stop.is_set() and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except ExternalShutdownException:
+                return
+            except Exception as exc:  # noqa: BLE001
+                # an entity destroyed by another thread mid-wait (rclpy's InvalidHandle): the
+                # next wait set is built without it
+                if type(exc).__name__ != "InvalidHandle":
+                    raise
+
+    def call(self, srv_type, name: str, request, timeout: float):
+        """Call a service and wait for the response (bounded). Raises PastaError."""
+        client = self.node.create_client(srv_type, name)
+        t0 = time.monotonic()
+        if not client.wait_for_service(timeout_sec=min(timeout, 15.0)):
+            raise PastaError(f"service {name} is not available (is pasta_node running, with "
+                             "the same ROS_DOMAIN_ID and discovery range?)")
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(max(0.0, timeout - (time.monotonic() - t0))):
+            raise PastaError(f"no answer from {name} within {timeout:.0f} s")
+        return future.result()
+
+    def close(self) -> None:
+        import rclpy
+
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+class BagPlayer:
+    """The image messages of one bag topic, ready to publish as they were recorded.
+
+    ``stamps[i]`` is the header stamp (ns) of message i; raw CDR bytes are published as is
+    (or deserialised and restamped with ``restamp=True``).
+    """
+
+    def __init__(self, client: ClientNode, bag: str | Path, topic: str = "",
+                 out_topic: str = "", depth: int = 10) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rosbags.rosbag2 import Reader
+        from sensor_msgs.msg import CompressedImage, Image
+
+        from pasta_ros.data.bags import TYPESTORE, list_image_topics, read_bag_images
+
+        if not topic:
+            topics = list_image_topics(bag)
+            if len(topics) != 1:
+                raise PastaError(f"{bag} has image topics {', '.join(topics) or 'none'}: "
+                                 "choose one with --topic")
+            topic = next(iter(topics))
+        info = read_bag_images(bag, topic)  # validates path, topic, type, frame count
+        self.topic, self.msgtype = info.topic, info.msgtype
+        self.msg_class = CompressedImage if self.msgtype.endswith("CompressedImage") else Image
+        self.raw: list[bytes] = []
+        self.log_ns: list[int] = []
+        self.stamps: list[int] = []
+        with Reader(Path(bag)) as reader:
+            conns = [c for c in reader.connections if c.topic == self.topic]
+            for _, t, raw in reader.messages(connections=conns):
+                header = TYPESTORE.deserialize_cdr(raw, self.msgtype).header
+                self.raw.append(bytes(raw))
+                self.log_ns.append(t)
+                self.stamps.append(header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
+        qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+        self.client = client
+        self.pub = client.node.create_publisher(self.msg_class, out_topic or self.topic, qos)
+
+    def wait_for_subscriber(self, timeout: float) -> bool:
+        """Wait (bounded) until something subscribes to the output topic."""
+        deadline = time.monotonic() + timeout
+        while self.pub.get_subscription_count() == 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def play(self, rate: float = 0.0, *, loop: bool = False, restamp: bool = False,
+             stop: threading.Event | None = None,
+             on_publish: Callable[[int, int, float], None] | None = None) -> int:
+        """Publish every message (``rate`` Hz, or the recorded gaps when 0); returns how many.
+
+        ``on_publish(index, stamp_ns, perf_counter_time)`` is called after each publish.
+        """
+        from rclpy.serialization import deserialize_message
+
+        stop = stop or threading.Event()
+        sent, start = 0, time.perf_counter()
+        while not stop.is_set():
+            t_first = self.log_ns[0]
+            for i, raw in enumerate(self.raw):
+                due = (i / rate) if rate > 0 else (self.log_ns[i] - t_first) / 1e9
+                if stop.wait(max(0.0, start + due - time.perf_counter())):
+                    return sent
+                stamp = self.stamps[i]
+                if restamp:
+                    msg = deserialize_message(raw, self.msg_class)
+                    msg.header.stamp = self.client.node.get_clock().now().to_msg()
+                    stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                    self.pub.publish(msg)
+                else:
+                    self.pub.publish(raw)
+                sent += 1
+                if on_publish is not None:
+                    on_publish(i, stamp, time.perf_counter())
+            if not loop:
+                break
+            start = time.perf_counter() + (1.0 / rate if rate > 0 else 0.1)
+        return sent
+
+
+def _absolute(path: Path | None) -> str:
+    """Absolute path when it exists here (the node may run elsewhere: then as given)."""
+    if path is None:
+        return ""
+    return str(path.resolve()) if path.exists() else str(path)
+
+
+def cmd_recalibrate(args: argparse.Namespace) -> dict[str, Any]:
+    from pasta_msgs.srv import Recalibrate
+
+    req = Recalibrate.Request(baseline_bag=_absolute(args.baseline_bag),
+                              reference_bag=_absolute(args.reference_bag),
+                              empty_bag=_absolute(args.empty_bag), image_topic=args.topic,
+                              clusters=args.clusters, ratio_threshold=args.ratio_threshold,
+                              vote_threshold=args.vote_threshold)
+    client = ClientNode("pasta_recalibrate_client")
+    try:
+        res = client.call(Recalibrate, args.service, req, args.timeout)
+    finally:
+        client.close()
+    if not res.success:
+        raise PastaError(res.message)
+    return {"success": True, "message": res.message, "model_id": res.model_id,
+            "model_dir": res.model_dir, "clusters": len(res.clusters),
+            "anomaly_clusters": [c.id for c in res.clusters if c.anomaly],
+            "background_clusters": [c.id for c in res.clusters if c.background]}
+
+
+def format_instances(msg) -> str:
+    """One line per InstanceArray plus one per instance (for ``pasta echo``)."""
+    stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
+    n_anom = sum(1 for i in msg.instances if i.class_id == 2)
+    lines = [f"{stamp} {msg.header.frame_id} {msg.image_width}x{msg.image_height} "
+             f"model {msg.model_id} {msg.processing_time_ms:.1f} ms: "
+             f"{len(msg.instances)} instance(s), {n_anom} anomaly"]
+    for i in msg.instances:
+        kind = "anomaly" if i.class_id == 2 else "target"
+        b = i.bbox
+        lines.append(f"  #{i.id} {kind:7s} score {i.score:.3f} bbox {b.x_offset},{b.y_offset} "
+                     f"{b.width}x{b.height} area {i.area} centroid ({i.centroid.x:.1f}, "
+                     f"{i.centroid.y:.1f})")
+    return "\n".join(lines)
+
+
+def cmd_echo(args: argparse.Namespace) -> None:
+    from pasta_msgs.msg import InstanceArray
+
+    received = threading.Event()
+    count = [0]
+
+    def on_msg(msg) -> None:
+        print(format_instances(msg), flush=True)
+        count[0] += 1
+        if args.count and count[0] >= args.count:
+            received.set()
+
+    client = ClientNode("pasta_echo")
+    try:
+        client.node.create_subscription(InstanceArray, args.topic, on_msg, 10)
+        received.wait(args.timeout if args.timeout > 0 else None)
+    finally:
+        client.close()
+    if args.count and count[0] < args.count:
+        raise PastaError(f"got {count[0]} of {args.count} messages on {args.topic} within "
+                         f"{args.timeout:.0f} s")
+
+
+def cmd_play(args: argparse.Namespace) -> dict[str, Any]:
+    client = ClientNode("pasta_play")
+    try:
+        player = BagPlayer(client, args.bag, args.topic, args.to)
+        topic = player.pub.topic_name
+        if not player.wait_for_subscriber(args.wait):
+            raise PastaError(f"nobody subscribes to {topic} after {args.wait} s")
+        t0 = time.perf_counter()
+        sent = player.play(args.rate, loop=args.loop, restamp=args.restamp)
+        seconds = time.perf_counter() - t0
+    finally:
+        client.close()
+    return {"bag": str(args.bag), "topic": topic, "frames": sent,
+            "seconds": round(seconds, 2)}

@@ -1,0 +1,77 @@
+"""``/diagnostics`` for pasta_node: rate, latency p50/p95, frame counters, model id.
+
+Published as ``diagnostic_msgs/DiagnosticArray`` (one DiagnosticStatus named
+``pasta_node: segmentation``, every value a KeyValue) when diagnostic_msgs imports. Where it
+does not (a stripped ROS install), the same values go out as one JSON object in a
+``std_msgs/String`` on ``pasta/diagnostics_json`` instead, and a warning says so.
+
+Keys: rate_hz, latency_p50_ms, latency_p95_ms (receive -> publish in the node),
+overhead_p50_ms, overhead_p95_ms (the same without inference), frames_in, frames_processed,
+frames_dropped, frames_bad, frames_in_flight, model_id, model_dir, recalibrating.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+except ImportError:  # pragma: no cover - diagnostic_msgs ships with every ROS 2 install
+    DiagnosticArray = None
+
+STATUS_NAME = "pasta_node: segmentation"
+FALLBACK_TOPIC = "pasta/diagnostics_json"
+
+
+def status_level(values: dict[str, Any], previous: dict[str, Any] | None) -> tuple[int, str]:
+    """(level, message): WARN when new bad frames arrived since the last report or frames come
+    in but none was processed in the last period; OK otherwise. Levels follow
+    DiagnosticStatus (0 OK, 1 WARN)."""
+    summary = (f"{values['rate_hz']} Hz, latency p50 {values['latency_p50_ms']} ms, "
+               f"model {values['model_id']}")
+    if previous is not None:
+        if values["frames_bad"] > previous["frames_bad"]:
+            return 1, f"skipped {values['frames_bad'] - previous['frames_bad']} bad frame(s); " \
+                      + summary
+        if values["frames_in"] > previous["frames_in"] and \
+                values["frames_processed"] == previous["frames_processed"]:
+            return 1, "frames arrive but none was processed in the last period; " + summary
+    return 0, summary
+
+
+class DiagnosticsPublisher:
+    """Publishes the node's statistics; ``publish(values)`` is called from a timer."""
+
+    def __init__(self, node, hardware_id: str) -> None:
+        self.node = node
+        self.hardware_id = hardware_id
+        self._previous: dict[str, Any] | None = None
+        if DiagnosticArray is not None:
+            self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        else:
+            from std_msgs.msg import String
+            self.pub = node.create_publisher(String, FALLBACK_TOPIC, 10)
+            node.get_logger().warning("diagnostic_msgs is not installed: diagnostics go to "
+                                      f"{FALLBACK_TOPIC} as JSON")
+
+    def publish(self, values: dict[str, Any]) -> None:
+        level, message = status_level(values, self._previous)
+        self._previous = dict(values)
+        if DiagnosticArray is None:
+            from std_msgs.msg import String
+            self.pub.publish(String(data=json.dumps(values | {"level": level,
+                                                              "message": message})))
+            return
+        status = DiagnosticStatus(
+            level=bytes([level]), name=STATUS_NAME, message=message,
+            hardware_id=self.hardware_id,
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub.publish(msg)
+
+
+def values_from_status(status) -> dict[str, str]:
+    """A received DiagnosticStatus's KeyValues as a dict (clients, tests)."""
+    return {kv.key: kv.value for kv in status.values}

@@ -1,0 +1,251 @@
+"""``pasta_node``: camera images in, 3-class masks and anomaly instances out (rclpy).
+
+A thin shell around :class:`~pasta_ros.pipeline.PastaPipeline`:
+
+- subscribes ``image_topic`` (``sensor_msgs/Image`` or ``CompressedImage``), converts each frame
+  in the callback and leaves it in a single-slot buffer (:mod:`pasta_ros.ros.frames`);
+- an inference thread takes the newest frame, runs the pipeline and publishes
+  ``pasta/segmentation`` (mono8 labels 0/1/2), ``pasta/anomaly_masks``
+  (``pasta_msgs/InstanceArray``) and, optionally, ``pasta/overlay`` (rgb8), all with the input's
+  header; frames that arrive while it is busy replace the waiting one (dropped and counted);
+- serves ``pasta/recalibrate`` (:mod:`pasta_ros.ros.recalibration`) and publishes
+  ``/diagnostics`` (:mod:`pasta_ros.ros.diagnostics`).
+
+Run: ``pasta_node --ros-args --params-file config/sorter.yaml -p model_dir:=MODEL``
+(or ``python -m pasta_ros.ros.node ...``). Bad parameters or an unusable model: one
+``error:`` line on stderr and exit status 2. SIGINT/SIGTERM: clean shutdown, status 0.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+
+from pasta_msgs.msg import ClusterStats, InstanceArray
+from pasta_msgs.srv import Recalibrate
+from pasta_ros.config import ConfigError
+from pasta_ros.core.segmenters import build_segmenter
+from pasta_ros.pipeline import PastaPipeline
+from pasta_ros.ros import convert
+from pasta_ros.ros.diagnostics import DiagnosticsPublisher
+from pasta_ros.ros.frames import Frame, LatestFrame
+from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
+from pasta_ros.ros.recalibration import (
+    USER_ERRORS,
+    Outcome,
+    Recalibrator,
+    Request,
+    default_models_root,
+    resolve_model,
+)
+
+
+class PastaNode(Node):
+    """See the module docstring. ``stop`` is set by the signal handlers to end everything."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__("pasta_node")
+        self.stop = stop
+        self.settings = declare_all(self)
+        s = self.settings
+        self.models_root = default_models_root(s.model_dir, s.models_root)
+        model_dir, why = resolve_model(s.model_dir, self.models_root)
+        self.pipeline = PastaPipeline.load(model_dir, s.config,
+                                           explicit=s.explicit_fields())
+        self.model_dir = model_dir
+        self.get_logger().info(f"model {self.pipeline.model.model_id} from {model_dir} ({why})")
+        self._swap = threading.Lock()
+        self.frames = LatestFrame()
+        self.recalibrator = Recalibrator(stop)
+        self._create_interfaces()
+        self.add_on_set_parameters_callback(self._on_parameters)
+        self.worker = threading.Thread(target=self._inference_loop, name="pasta-inference",
+                                       daemon=True)
+        self.worker.start()
+
+    # ------------------------------------------------------------------ wiring
+    def _create_interfaces(self) -> None:
+        s = self.settings
+        reliability = (ReliabilityPolicy.RELIABLE if s.qos_reliability == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=s.qos_depth,
+                            reliability=reliability)
+        msg_type = CompressedImage if s.input_type == "compressed" else Image
+        self.sub = self.create_subscription(msg_type, s.image_topic, self._on_image, in_qos,
+                                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.pub_labels = self.create_publisher(Image, "pasta/segmentation", 5)
+        self.pub_instances = self.create_publisher(InstanceArray, "pasta/anomaly_masks", 5)
+        self.pub_overlay = self.create_publisher(Image, "pasta/overlay", 2)
+        self.srv = self.create_service(Recalibrate, "pasta/recalibrate", self._on_recalibrate,
+                                       callback_group=ReentrantCallbackGroup())
+        self.diagnostics = DiagnosticsPublisher(self, self.get_fully_qualified_name())
+        self.timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(f"listening on {self.sub.topic_name} ({msg_type.__name__}); "
+                               f"cv_bridge {'on' if convert.bridge_available() else 'off'}")
+
+    # ------------------------------------------------------------------ frames
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        t0 = time.perf_counter()
+        try:
+            rgb = convert.compressed_to_rgb(msg) if isinstance(msg, CompressedImage) \
+                else convert.image_to_rgb(msg)
+        except Exception as exc:  # noqa: BLE001 - any bad frame is skipped, never fatal
+            self.frames.bad_frame()
+            self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=5.0)
+            return
+        self.frames.put(Frame(rgb, msg.header, t0, time.perf_counter()))
+
+    def _inference_loop(self) -> None:
+        while not self.stop.is_set():
+            frame = self.frames.take(timeout=0.1)
+            if frame is None:
+                continue
+            try:
+                self._process(frame)
+            except Exception as exc:  # noqa: BLE001 - keep serving the next frames
+                self.frames.failed()
+                self.get_logger().error(f"frame failed: {exc!r}", throttle_duration_sec=5.0)
+
+    def _process(self, frame: Frame) -> None:
+        pipeline = self.pipeline  # one reference per frame: a swap never splits a frame
+        result = pipeline.process(frame.rgb)
+        t_built = time.perf_counter()
+        h, w = frame.rgb.shape[:2]
+        labels = convert.mono8_image(result.labels, frame.header)
+        instances = convert.instance_array(result.instances, frame.header, w, h,
+                                           result.model_id)
+        instances.processing_time_ms = (time.perf_counter() - frame.t_received) * 1e3
+        self.pub_labels.publish(labels)
+        self.pub_instances.publish(instances)
+        t_published = time.perf_counter()
+        if self.settings.publish_overlay:
+            self.pub_overlay.publish(convert.overlay_image(frame.rgb, result.labels,
+                                                           frame.header))
+        overhead = (frame.t_converted - frame.t_received) + (t_published - t_built)
+        self.frames.done((time.perf_counter() - frame.t_received) * 1e3, overhead * 1e3)
+
+    # ------------------------------------------------------------------ diagnostics
+    def status(self) -> dict:
+        return self.frames.snapshot() | {
+            "model_id": self.pipeline.model.model_id, "model_dir": str(self.model_dir),
+            "recalibrating": self.recalibrator.running}
+
+    def _publish_diagnostics(self) -> None:
+        self.diagnostics.publish(self.status())
+
+    # ------------------------------------------------------------------ parameters
+    def _on_parameters(self, params) -> SetParametersResult:
+        names = {d.name for d in declarations()}
+        changes = {p.name: p.value for p in params if p.name in names}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            new = apply_changes(self.settings, changes)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if RUNTIME_CONFIG & changes.keys():
+            with self._swap:
+                old = self.pipeline
+                segmenter = build_segmenter(new.config.segmenter, old.model, new.config) \
+                    if "min_area" in changes else old.segmenter
+                self.pipeline = PastaPipeline(old.model, old.extractor, segmenter,
+                                              new.config.vote_threshold,
+                                              getattr(old, "cluster_map_fn", None))
+        self.settings = new
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ recalibration
+    def _on_recalibrate(self, request, response):
+        s = self.settings
+        req = Request(request.baseline_bag, request.reference_bag, request.empty_bag,
+                      request.image_topic or self.sub.topic_name,
+                      clusters=request.clusters if request.clusters > 0 else None,
+                      ratio_threshold=request.ratio_threshold
+                      if request.ratio_threshold >= 0 else None,
+                      vote_threshold=request.vote_threshold
+                      if request.vote_threshold >= 0 else None)
+        self.get_logger().info(f"recalibration requested: {req}")
+        try:
+            outcome = self.recalibrator.run(req, s.config, self.pipeline.model,
+                                            self.models_root, s.min_recalibration_frames,
+                                            self._swap_in)
+        except Exception as exc:  # noqa: BLE001 - always answer the caller
+            outcome = Outcome(False, f"recalibration failed: internal error: {exc!r}")
+        if outcome.success:
+            self.get_logger().info(outcome.message)
+        else:
+            self.get_logger().warning(outcome.message)
+        response.success = outcome.success
+        response.message = outcome.message
+        response.model_id = self.pipeline.model.model_id
+        if outcome.success:
+            response.model_dir = str(outcome.model_dir)
+            response.clusters = cluster_stats(outcome.model)
+        return response
+
+    def _swap_in(self, outcome: Outcome) -> None:
+        with self._swap:
+            self.pipeline = outcome.pipeline
+            self.model_dir = outcome.model_dir
+
+    def close(self) -> None:
+        """Stop the inference thread (bounded wait)."""
+        self.stop.set()
+        self.worker.join(timeout=10.0)
+
+
+def cluster_stats(model) -> list[ClusterStats]:
+    """Per-cluster statistics of a calibrated model as ``pasta_msgs/ClusterStats``."""
+    ratio = model.ratio()
+    return [ClusterStats(id=k, p_baseline=float(model.p_baseline[k]),
+                         p_reference=float(model.p_reference[k]),
+                         ratio=float(ratio[k]) if not math.isnan(ratio[k]) else math.nan,
+                         anomaly=bool(model.anomaly[k]), background=bool(model.background[k]))
+            for k in range(model.k)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``pasta_node``: exit 0 on SIGINT/SIGTERM, 2 on bad parameters/model."""
+    args = sys.argv if argv is None else argv
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        node = PastaNode(stop)
+    except (*USER_ERRORS, ConfigError) as exc:
+        print(f"pasta_node: error: {exc}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        while not stop.is_set() and rclpy.ok():
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except Exception as exc:  # noqa: BLE001 - a failing callback must not end the node
+                node.get_logger().error(f"callback failed: {exc!r}",
+                                        throttle_duration_sec=5.0)
+    finally:
+        node.get_logger().info("shutting down")
+        node.close()
+        executor.shutdown(timeout_sec=5.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""/pasta/recalibrate over real DDS: success while frames keep flowing, persistence and restart,
+every failure mode with the running model untouched, a second call refused while one runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("pasta_msgs.msg")
+
+from sensor_msgs.msg import Image  # noqa: E402
+
+from pasta_msgs.srv import Recalibrate  # noqa: E402
+from pasta_ros.data.bags import BagWriter, write_bag_images  # noqa: E402
+from pasta_ros.data.synth import render_scene  # noqa: E402
+from pasta_ros.ros.testing import (  # noqa: E402
+    Outputs,
+    RosSession,
+    handshake,
+    image_msg,
+    running_node,
+)
+from pasta_ros.sources import folder_source  # noqa: E402
+
+NS = "/r"
+CAMERA = "/test/recal/image"
+BAG_TOPIC = "/cam/image"
+_stamps = itertools.count(7_000_000)
+
+
+@pytest.fixture(scope="module")
+def bags(tiny_steel, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("recal_bags")
+
+    def frames(folder):
+        return [rgb for _, rgb in folder_source(folder)()]
+
+    out = {"baseline": root / "baseline", "reference": root / "reference",
+           "empty": root / "empty", "few": root / "few", "no_frames": root / "no_frames",
+           "corrupt": root / "corrupt.mcap"}
+    write_bag_images(out["baseline"], BAG_TOPIC, frames(tiny_steel.baseline), storage="mcap")
+    write_bag_images(out["reference"], BAG_TOPIC, frames(tiny_steel.reference),
+                     storage="sqlite3")
+    write_bag_images(out["empty"], BAG_TOPIC, frames(tiny_steel.empty), storage="mcap")
+    write_bag_images(out["few"], BAG_TOPIC, frames(tiny_steel.baseline)[:2], storage="mcap")
+    with BagWriter(out["no_frames"]) as w:
+        w.add_topic(BAG_TOPIC, "sensor_msgs/msg/Image")
+    out["corrupt"].write_bytes(np.random.default_rng(0).bytes(4096))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ros():
+    session = RosSession("pasta_test_recal_client")
+    yield session
+    session.close()
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("recal_models") / "models"
+
+
+def node_args(tiny_model, models_root, ns=NS):
+    return ["-r", "__node:=pasta_node", "-r", f"__ns:={ns}", "-r", f"image:={CAMERA}",
+            "-p", f"model_dir:={tiny_model}", "-p", f"models_root:={models_root}",
+            "-p", "clusters:=8", "-p", "diagnostics_period:=0.2"]
+
+
+@pytest.fixture(scope="module")
+def node(ros, tiny_model, models_root, tmp_path_factory):
+    log = tmp_path_factory.mktemp("recal_node") / "node.log"
+    with running_node(ros, node_args(tiny_model, models_root), log, namespace=NS) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def io(ros, node):
+    out = Outputs(ros.client, NS)
+    out.wait_matched(30.0)
+    camera = ros.client.node.create_publisher(Image, CAMERA, 10)
+    rgb, _, _ = render_scene("steel", np.random.default_rng(3), 224, 128, 4, 2)
+    handshake(camera, out, lambda ns: image_msg(rgb, "rgb8", ns))
+    return out, camera, rgb
+
+
+def current_model(io) -> str:
+    """Send one frame and return the model id its output carries."""
+    out, camera, rgb = io
+    stamp = next(_stamps)
+    camera.publish(image_msg(rgb, "rgb8", stamp * 1000))
+    _, inst = out.wait_frame((stamp // 1_000_000, (stamp * 1000) % 1_000_000_000), 60.0)
+    return inst.model_id
+
+
+def request(bags, **kw) -> Recalibrate.Request:
+    fields = {"baseline_bag": str(bags["baseline"]), "reference_bag": str(bags["reference"]),
+              "empty_bag": str(bags["empty"]), "image_topic": BAG_TOPIC} | kw
+    return Recalibrate.Request(**fields)
+
+
+FAILURES = {
+    "missing path": (lambda b: {"baseline_bag": "/nonexistent/bag"},
+                     "baseline bag: bag not found: /nonexistent/bag"),
+    "wrong topic": (lambda b: {"image_topic": "/camera/wrong"},
+                    f"'/camera/wrong' is not in bag {{baseline}}; image topics in the bag: "
+                    f"{BAG_TOPIC}"),
+    "empty bag": (lambda b: {"reference_bag": str(b["no_frames"])}, "has zero frames"),
+    "too few frames": (lambda b: {"baseline_bag": str(b["few"])},
+                       "has 2 frame(s) on /cam/image; at least 4 are needed"),
+    "corrupt bag": (lambda b: {"reference_bag": str(b["corrupt"])},
+                    "reference bag: {corrupt} is not a readable ROS 2 bag"),
+    "bad override": (lambda b: {"clusters": 1}, "clusters: 1 is outside [2, 1024]"),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_failures_name_the_problem_and_leave_the_running_model(ros, bags, io, models_root,
+                                                               case):
+    before = current_model(io)
+    change, expected = FAILURES[case]
+    res = ros.client.call(Recalibrate, f"{NS}/pasta/recalibrate", request(bags, **change(bags)),
+                          120.0)
+    assert not res.success
+    assert expected.format(baseline=bags["baseline"], corrupt=bags["corrupt"]) in res.message
+    assert res.model_id == before and not res.clusters and not res.model_dir
+    assert current_model(io) == before
+    assert not models_root.exists() or not any(models_root.iterdir())
+
+
+def test_recalibration_while_frames_flow_then_a_second_call_is_refused(ros, bags, io,
+                                                                       models_root):
+    out, camera, rgb = io
+    before = current_model(io)
+    stop = threading.Event()
+
+    def stream():  # a 5 Hz camera during the whole recalibration
+        while not stop.wait(0.2):
+            stamp = next(_stamps) * 1000
+            camera.publish(image_msg(rgb, "rgb8", stamp))
+
+    first: list = []
+    caller = threading.Thread(target=lambda: first.append(ros.client.call(
+        Recalibrate, f"{NS}/pasta/recalibrate", request(bags), 150.0)))
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    n_before = len(out.arrivals)
+    caller.start()
+    try:
+        out.wait_diagnostics(lambda v: v["recalibrating"] is True, 60.0)
+        second = ros.client.call(Recalibrate, f"{NS}/pasta/recalibrate", request(bags), 60.0)
+        assert not second.success and "already running" in second.message
+        assert second.model_id == before
+        caller.join(150.0)
+    finally:
+        stop.set()
+        streamer.join(10.0)
+        caller.join(150.0)
+    (res,) = first
+    assert res.success, res.message
+    assert res.model_id != before
+    during = [a for a in out.arrivals[n_before:] if a[2] == before]
+    assert len(during) >= 2, "outputs kept coming with the old model while it recalibrated"
+    assert current_model(io) == res.model_id
+    model_dir = Path(res.model_dir)
+    assert model_dir.parent == models_root and model_dir.name == res.model_id
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["model_id"] == res.model_id
+    assert (models_root / "latest").read_text().strip() == res.model_id
+    assert len(res.clusters) == manifest["clusters"]
+    assert [c.id for c in res.clusters if c.anomaly] == manifest["anomaly_clusters"]
+    assert [c.id for c in res.clusters if c.background] == manifest["background_clusters"]
+    assert manifest["stats"]["baseline_images"] == 8 and manifest["stats"]["empty_images"] == 2
+
+
+def test_a_restart_comes_back_with_the_newest_good_model(ros, tiny_model, models_root,
+                                                         tmp_path):
+    newest = (models_root / "latest").read_text().strip()
+    ns = "/restarted"
+    with running_node(ros, node_args(tiny_model, models_root, ns), tmp_path / "node.log",
+                      namespace=ns):
+        out = Outputs(ros.client, ns)
+        out.wait_matched(30.0)
+        v = out.wait_diagnostics(lambda v: True, 30.0)
+        assert v["model_id"] == newest

@@ -1,0 +1,169 @@
+"""The ROS layer's pure parts, no DDS: parameter validation, the latest-frame slot, message
+conversion, the model store, the launch file's arguments."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("pasta_msgs.msg")
+
+from pasta_ros.config import ConfigError, PastaConfig, load_yaml_config  # noqa: E402
+from pasta_ros.core.fusion import Instance  # noqa: E402
+from pasta_ros.ros import convert  # noqa: E402
+from pasta_ros.ros.frames import Frame, LatestFrame  # noqa: E402
+from pasta_ros.ros.params import (  # noqa: E402
+    apply_changes,
+    declarations,
+    descriptor,
+    settings_from_values,
+)
+from pasta_ros.ros.recalibration import read_latest, resolve_model, write_latest  # noqa: E402
+from pasta_ros.ros.testing import compressed_msg, image_msg  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sorter_yaml_is_valid_for_the_node_and_the_cli():
+    import yaml
+
+    block = next(iter(yaml.safe_load((ROOT / "config" / "sorter.yaml").read_text()).values()))
+    values = block["ros__parameters"]
+    settings = settings_from_values(values | {"model_dir": "/m"})
+    assert settings.config == PastaConfig.from_dict(load_yaml_config(ROOT / "config" /
+                                                                     "sorter.yaml"))
+    assert set(values) | {"model_dir"} == {d.name for d in declarations()}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"clusters": 1}, "clusters: 1 is outside [2, 1024]"),
+    ({"qos_depth": 0}, "qos_depth: 0 is outside [1, 100]"),
+    ({"input_type": "h264"}, "input_type: 'h264' is not one of raw, compressed"),
+    ({"publish_overlay": 1}, "publish_overlay: expected bool"),
+    ({"model_dir": ""}, "model_dir: give a calibrated model directory"),
+    ({"nope": 3}, "unknown parameter(s): nope"),
+])
+def test_invalid_values_name_the_parameter(values, message):
+    with pytest.raises(ConfigError) as err:
+        settings_from_values({"model_dir": "/m"} | values)
+    assert message in str(err.value)
+
+
+def test_descriptors_carry_ranges_and_choices():
+    by_name = {d.name: descriptor(d) for d in declarations()}
+    r = by_name["ratio_threshold"].floating_point_range[0]
+    assert (r.from_value, r.to_value) == (0.0, 1.0)
+    assert by_name["clusters"].integer_range[0].to_value == 1024
+    assert "raw, compressed" in by_name["input_type"].additional_constraints
+    assert by_name["backbone"].read_only and not by_name["vote_threshold"].read_only
+    assert all(d.description for d in by_name.values())
+    s = settings_from_values({"model_dir": "/m"})
+    assert apply_changes(s, {"vote_threshold": 0.3}).config.vote_threshold == 0.3
+
+
+def test_latest_frame_keeps_the_newest_and_the_counts_always_add_up():
+    slot = LatestFrame()
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    for i in range(5):
+        slot.put(Frame(rgb, i, 0.0, 0.0))
+    slot.bad_frame()
+    taken = slot.take(0.01)
+    assert taken.header == 4 and slot.take(0.01) is None
+    snap = slot.snapshot()
+    assert (snap["frames_in"], snap["frames_dropped"], snap["frames_bad"],
+            snap["frames_in_flight"]) == (6, 4, 1, 1)
+    slot.done(10.0, 1.0)
+    snap = slot.snapshot()
+    assert snap["frames_in"] == snap["frames_processed"] + snap["frames_dropped"] + \
+        snap["frames_bad"] and snap["frames_in_flight"] == 0
+
+
+def test_latest_frame_counts_add_up_under_concurrency():
+    slot = LatestFrame()
+    rgb = np.zeros((1, 1, 3), np.uint8)
+    stop = threading.Event()
+    snapshots = []
+
+    def consumer():
+        while not stop.is_set():
+            if slot.take(0.001) is not None:
+                slot.done(1.0, 0.1)
+            snapshots.append(slot.snapshot())
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    for i in range(2000):
+        slot.put(Frame(rgb, i, 0.0, 0.0)) if i % 7 else slot.bad_frame()
+    stop.set()
+    t.join(10.0)
+    for s in snapshots + [slot.snapshot()]:
+        assert s["frames_in"] == s["frames_processed"] + s["frames_dropped"] + s["frames_bad"] \
+            + s["frames_in_flight"]
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16"])
+@pytest.mark.parametrize("padding", [0, 3])
+def test_image_messages_convert_to_rgb(encoding, padding):
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    out = convert.image_to_rgb(image_msg(rgb, encoding, 1, row_padding=padding))
+    if encoding.startswith("mono"):
+        import cv2
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        np.testing.assert_array_equal(out, np.repeat(gray[:, :, None], 3, 2))
+    else:
+        np.testing.assert_array_equal(out, rgb)
+
+
+def test_compressed_and_output_messages():
+    rgb = np.random.default_rng(1).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(convert.compressed_to_rgb(compressed_msg(rgb, 1)), rgb)
+    labels = np.array([[0, 1, 1], [0, 2, 2]], np.uint8)
+    header = image_msg(rgb, "rgb8", 2_000_000_007).header
+    msg = convert.mono8_image(labels, header)
+    np.testing.assert_array_equal(convert.labels_from_msg(msg), labels)
+    inst = Instance(id=1, label=2, anomaly_share=0.5, bbox=(1, 1, 2, 1), area=2,
+                    centroid=(1.5, 1.0), mask=np.ones((1, 2), bool))
+    arr = convert.instance_array([inst], header, 3, 2, "m1")
+    (m,) = arr.instances
+    assert (m.bbox.x_offset, m.bbox.y_offset, m.bbox.width, m.bbox.height) == (1, 1, 2, 1)
+    assert m.class_id == m.CLASS_ANOMALY and m.score == 0.5 and m.centroid.x == 1.5
+    np.testing.assert_array_equal(convert.mask_from_msg(m), inst.mask)
+    assert arr.header.stamp.sec == 2 and arr.header.stamp.nanosec == 7
+
+
+def test_model_store_prefers_the_newest_good_model(tiny_model, tmp_path):
+    import json
+    import shutil
+
+    root = tmp_path / "models"
+    root.mkdir()
+    assert read_latest(root) is None
+    newer = root / "newer"
+    shutil.copytree(tiny_model, newer)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    manifest["created"] = "2999-01-01T00:00:00+00:00"
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    write_latest(root, "newer")
+    assert read_latest(root) == newer
+    assert resolve_model(str(tiny_model), root)[0] == newer
+    (newer / "arrays.npz").write_bytes(b"broken")  # the newest is no longer good
+    assert resolve_model(str(tiny_model), root)[0] == Path(tiny_model)
+    with pytest.raises(Exception, match="no usable model"):
+        resolve_model("", root)
+
+
+def test_fast_overlay_matches_the_report_overlay():
+    import cv2
+
+    from pasta_ros.core.report import overlay_labels
+
+    rgb = np.random.default_rng(2).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    labels = np.zeros((60, 90), np.uint8)
+    cv2.circle(labels, (30, 30), 12, 1, -1)
+    cv2.circle(labels, (65, 30), 12, 2, -1)
+    diff = np.abs(convert.fast_overlay(rgb, labels).astype(int) - overlay_labels(rgb, labels))
+    assert diff.max() <= 1
