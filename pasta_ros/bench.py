@@ -179,3 +179,9 @@ def bench_memory(args: Namespace) -> dict:
         run["seconds"] = round(time.perf_counter() - t0, 1)
         runs.append(run)
     return {"bench": "memory", "size": "910x512", "runs": runs, **_machine()}
+
+
+def bench_icas(args: Namespace) -> dict:
+    """iCAS quality and decoder latency (see pasta_ros/core/icas/cli.py)."""
+    from pasta_ros.core.icas.cli import bench_icas as run
+    return run(args)

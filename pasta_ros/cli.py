@@ -122,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", type=Path, help="write the metrics here")
     _config_args(e)
 
-    b = sub.add_parser("bench", help="benchmarks: fusion | frame | memory | backends | ros")
-    b.add_argument("what", choices=("fusion", "frame", "memory", "backends", "ros"))
+    b = sub.add_parser("bench",
+                       help="benchmarks: fusion | frame | memory | backends | ros | icas")
+    b.add_argument("what", choices=("fusion", "frame", "memory", "backends", "ros", "icas"))
     b.add_argument("--model", type=Path, help="ros: model dir (default demo_out/model)")
     b.add_argument("--images", type=int, default=1000, help="memory: baseline images")
     b.add_argument("--repeats", type=int, default=50)
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     from pasta_ros.ros.clients import add_ros_commands  # rclpy is imported lazily
     add_ros_commands(sub)
+    from pasta_ros.core.icas.cli import add_bench_icas_args, add_icas_commands
+    add_bench_icas_args(b)  # --checkpoint, --seeds
+    add_icas_commands(sub)  # pasta icas train | segment | evaluate | export
     return ap
 
 

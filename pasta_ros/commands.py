@@ -134,3 +134,8 @@ def cmd_bench(args: argparse.Namespace) -> dict:
         from pasta_ros.evaluation import save_json
         save_json(args.json, result)
     return result
+
+
+def cmd_icas(args: argparse.Namespace) -> dict:
+    from pasta_ros.core.icas.cli import cmd_icas as run
+    return run(args)

@@ -4,9 +4,10 @@ Mask-level Feature Matching (MFM) for anomaly and normal prompts; S = S + S_mfm.
 Class order everywhere: 0 = prompted target (semantic classifier) / unknown foreground
 (non-target classifier), 1 = non-target prompt, 2 = background (no object).
 
-The paper writes each score as ``sum_i p_i M_i[h, w]``. Overlapping duplicate masks would push
-that sum above 1, so it is divided by ``max(sum_i M_i[h, w], 1)``: identical to the paper
-where the masks do not overlap, a weighted mean where they do.
+The paper writes each score as ``sum_i p_i M_i[h, w]``. S_s and S_n are returned as the
+prompted class's share of the non-background classes (MaskFormer's argmax, see
+:func:`class_share`); the MFM scores divide by ``max(sum_i M_i[h, w], 1)``: identical to the
+paper where the masks do not overlap, a weighted mean where duplicates overlap.
 """
 
 from __future__ import annotations
@@ -44,25 +45,53 @@ def weighted_masks(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return num / masks.sum(1).clamp_min(1.0)
 
 
+def class_share(logits: torch.Tensor, masks: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """MaskFormer semantic inference for class 0 against class 1.
+
+    ``S_c = sum_i p_i(c) M_i`` for c in {0, 1} (no-object dropped, as in MaskFormer), returned
+    as the share ``S_0 / (S_0 + S_1)``: logits ``(B, K, 3)``, masks ``(B, K, H, W)`` ->
+    ``(B, H, W)`` in [0, 1]; 0.5 is the per-pixel argmax boundary. Dividing by the class sum
+    rather than by the mask sum keeps the many no-object queries, whose masks are unsupervised,
+    from diluting the score.
+    """
+    p = logits.softmax(-1)
+    s0 = torch.einsum("bk,bkhw->bhw", p[..., 0], masks)
+    s1 = torch.einsum("bk,bkhw->bhw", p[..., 1], masks)
+    return s0 / (s0 + s1 + eps)
+
+
 def semantic_score(out: DecoderOutput) -> torch.Tensor:
-    """S_s ``(B, 2h, 2w)``: anomaly-prompt score (needs N_p >= 1 prompt tokens)."""
+    """S_s ``(B, 2h, 2w)``: anomaly-prompt score, Q_p against Q_ntp (needs N_p >= 1)."""
     sem, _ = class_logits(out)
-    return weighted_masks(sem.softmax(-1)[..., 0], out.mask_logits.sigmoid())
+    return class_share(sem, out.mask_logits.sigmoid())
 
 
 def normal_score(out: DecoderOutput) -> torch.Tensor:
-    """S_n ``(B, 2h, 2w)``: normal-prompting score, the probability of unknown foreground."""
+    """S_n ``(B, 2h, 2w)``: normal-prompting score, unknown foreground Q_fg against Q_ntp."""
     _, ntp = class_logits(out)
-    return weighted_masks(ntp.softmax(-1)[..., 0], out.mask_logits.sigmoid())
+    return class_share(ntp, out.mask_logits.sigmoid())
+
+
+def _spread(p: torch.Tensor, masks: torch.Tensor, objectness: torch.Tensor | None
+            ) -> torch.Tensor:
+    """Per-mask scores -> pixels. With ``objectness`` ``(B, K)`` (1 - p(no object) from the
+    decoder), each mask counts with that weight, so the unsupervised masks of no-object
+    queries do not blur the map: ``sum o p M / (sum o M + eps)``."""
+    if objectness is None:
+        return weighted_masks(p, masks)
+    num = torch.einsum("bk,bkhw->bhw", objectness * p, masks)
+    return num / (torch.einsum("bk,bkhw->bhw", objectness, masks) + 1e-4)
 
 
 def mfm_anomaly(feats: torch.Tensor, masks: torch.Tensor, q_p: torch.Tensor,
-                q_ntp: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+                q_ntp: torch.Tensor, temperature: float = 0.05,
+                objectness: torch.Tensor | None = None) -> torch.Tensor:
     """S_s^mfm for anomaly prompts.
 
     Args:
         feats: ``(B, C, h, w)`` target features F_t. masks: ``(B, K, H, W)`` in [0, 1].
         q_p, q_ntp: ``(N_p, C)``, ``(N_n, C)`` pooled prompt / non-target features.
+        objectness: optional ``(B, K)`` mask weights (see :func:`_spread`).
     Returns:
         ``(B, H, W)``: per mask, softmax over {max_n cos(Q_p, Q_m), max_n cos(Q_ntp, Q_m)} /
         temperature, the prompt share, spread over its mask.
@@ -71,18 +100,24 @@ def mfm_anomaly(feats: torch.Tensor, masks: torch.Tensor, q_p: torch.Tensor,
     sim_p = torch.einsum("bkc,nc->bkn", q_m, F.normalize(q_p, dim=-1)).amax(-1)
     sim_n = torch.einsum("bkc,nc->bkn", q_m, F.normalize(q_ntp, dim=-1)).amax(-1)
     p = torch.stack([sim_p, sim_n], -1).div(temperature).softmax(-1)[..., 0]
-    return weighted_masks(p, masks)
+    return _spread(p, masks, objectness)
 
 
-def mfm_normal(feats: torch.Tensor, masks: torch.Tensor, q_r: torch.Tensor) -> torch.Tensor:
+def mfm_normal(feats: torch.Tensor, masks: torch.Tensor, q_r: torch.Tensor,
+               objectness: torch.Tensor | None = None) -> torch.Tensor:
     """S_n^mfm for normal prompts: ``p_i = min_j (1 - cos(Q_m^i, Q_r^j))``.
 
     feats ``(B, C, h, w)``; masks ``(B, K, H, W)``; q_r ``(M, C)`` mask-level embeddings of the
-    normal references. Returns ``(B, H, W)``.
+    normal references; objectness optional ``(B, K)``. Returns ``(B, H, W)``.
     """
     q_m = F.normalize(mask_pool(feats, masks), dim=-1)
     sim = torch.einsum("bkc,mc->bkm", q_m, F.normalize(q_r, dim=-1))
-    return weighted_masks((1.0 - sim).amin(-1).clamp_min(0.0), masks)
+    return _spread((1.0 - sim).amin(-1).clamp_min(0.0), masks, objectness)
+
+
+def objectness(logits: torch.Tensor) -> torch.Tensor:
+    """``(B, K, 3)`` class logits -> ``(B, K)`` probability of not being 'no object'."""
+    return 1.0 - logits.softmax(-1)[..., 2]
 
 
 def feature_partition(feats: torch.Tensor, centres: torch.Tensor, temperature: float = 0.02

@@ -6,7 +6,8 @@
     rectangle), used as an anomaly prompt on that image;
 (d) both prompts together: the mean of the (a) and (b) maps.
 
-Scores are ``(S + S_mfm) / 2`` in [0, 1] so one threshold (default 0.5) applies to every mode.
+Scores are ``(S + S_mfm) / 2`` in [0, 1] so one threshold (default 0.5) applies to every mode;
+MFM weighs each mask by its objectness (1 - p(no object)) from the decoder.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import torch.nn.functional as F
 
 from pasta_ros.core.errors import PastaError
 from pasta_ros.core.icas.mask_pooling import mask_pool, prompt_tokens
-from pasta_ros.core.icas.matching import mfm_anomaly, mfm_normal, normal_score, semantic_score
+from pasta_ros.core.icas.matching import (
+    class_logits,
+    mfm_anomaly,
+    mfm_normal,
+    normal_score,
+    objectness,
+    semantic_score,
+)
 from pasta_ros.core.icas.model import ICASModel, describe_mismatch, load_decoder, read_checkpoint
 
 
@@ -88,7 +96,8 @@ def score_anomaly(model: ICASModel, feats: torch.Tensor, prompt: AnomalyPrompt,
     masks = out.mask_logits.sigmoid()
     parts = [semantic_score(out)] if semantic else []
     if mfm:
-        parts.append(mfm_anomaly(feats, masks, prompt.q_p, prompt.q_ntp))
+        obj = objectness(class_logits(out)[0])
+        parts.append(mfm_anomaly(feats, masks, prompt.q_p, prompt.q_ntp, objectness=obj))
     return torch.stack(parts).mean(0)
 
 
@@ -101,7 +110,9 @@ def score_normal(model: ICASModel, feats: torch.Tensor, prompt: NormalPrompt,
                         prompt.ntp[None].expand(b, -1, -1), model.queries(feats))
     parts = [normal_score(out)] if semantic else []
     if mfm:
-        parts.append(mfm_normal(feats, out.mask_logits.sigmoid(), prompt.q_r).clamp(0, 1))
+        obj = objectness(class_logits(out)[1])
+        parts.append(mfm_normal(feats, out.mask_logits.sigmoid(), prompt.q_r,
+                                objectness=obj).clamp(0, 1))
     return torch.stack(parts).mean(0)
 
 
