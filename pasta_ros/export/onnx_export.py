@@ -124,13 +124,9 @@ def ort_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvi
     (so a benchmark does not steal cores from torch running next to it)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if threads > 0:
-        opts.intra_op_num_threads = threads
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    from pasta_ros.core.backends.onnxruntime import session_options
+    return ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                providers=list(providers))
 
 
 def compare(name: str, ref: np.ndarray, out: np.ndarray) -> Parity:

@@ -67,13 +67,8 @@ class OrtRunner:
         if TENSORRT in providers and trt_cache_dir:
             providers[0] = (TENSORRT, {"trt_engine_cache_enable": True,
                                        "trt_engine_cache_path": str(trt_cache_dir)})
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        self.session = ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                            providers=providers)
         self.name = path.name
         # Bind torch CUDA tensors only when torch itself has CUDA; else ORT copies from host.
         self.on_gpu = self.session.get_providers()[0] in (CUDA, TENSORRT) and \
@@ -110,3 +105,16 @@ class OrtRunner:
 def _np_dtype(dtype: torch.dtype) -> type:
     return {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64,
             torch.int32: np.int32, torch.uint8: np.uint8, torch.bool: np.bool_}[dtype]
+
+
+def session_options(threads: int = 0):
+    """ONNX Runtime session options: full graph optimisation, quiet logs; ``threads`` > 0 pins
+    intra-op threads and turns spinning off (so ORT does not steal cores from torch)."""
+    ort = require_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
