@@ -159,10 +159,11 @@ def assign_clusters(features: torch.Tensor, centers: torch.Tensor) -> torch.Tens
     c_sq = centers.pow(2).sum(1)
     if features.dim() == 4:
         # Work on the (B, C, h*w) view: no permute copy of the grid.
+        # Normalisation folded into the scores: ||c||^2 - 2 (c.x) / ||x||, one pass fewer.
         b, c, h, w = features.shape
         x = features.reshape(b, c, h * w).float()
-        x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        scores = c_sq.view(1, -1, 1) - 2.0 * torch.matmul(centers, x)
+        inv_norm = torch.rsqrt(x.pow(2).sum(1, keepdim=True).clamp_min(1e-24))
+        scores = c_sq.view(1, -1, 1) - 2.0 * torch.matmul(centers, x) * inv_norm
         return scores.argmin(dim=1).view(b, h, w)
     x = torch.nn.functional.normalize(features.float(), dim=1)
     # argmin ||x - c||^2 = argmin (||c||^2 - 2 x.c): one matmul, no (N, K, C) tensor.
