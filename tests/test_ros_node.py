@@ -161,6 +161,7 @@ def test_bad_frames_are_counted_and_skipped_and_the_node_keeps_running(camera, o
 
 
 def test_newest_frame_wins_and_counters_add_up(camera, outputs):
+    before = outputs.wait_diagnostics(lambda v: v["frames_in_flight"] == 0, 20.0)
     rgb, _ = scene(4)
     msgs = [image_msg(rgb, "rgb8", next_stamp()) for _ in range(60)]
     for m in msgs:  # a 250 Hz camera, far faster than inference: most frames are dropped
@@ -170,7 +171,17 @@ def test_newest_frame_wins_and_counters_add_up(camera, outputs):
     outputs.wait_frame((last.sec, last.nanosec), 30.0)  # the newest frame is always processed
     v = outputs.wait_diagnostics(lambda v: v["frames_in_flight"] == 0, 20.0)
     assert v["frames_in"] == v["frames_processed"] + v["frames_dropped"] + v["frames_bad"]
-    assert v["frames_dropped"] > 0
+    # Frames are dropped either in the node's one-frame slot (counted in frames_dropped) or,
+    # when the subscription callback is not scheduled in time, by the depth-1 DDS reader queue
+    # (never seen by the node). Which of the two happens depends on the scheduler, so the
+    # test checks what holds for both: most frames were not processed, none was lost silently
+    # from the node's own books, and the newest one was processed (above).
+    received = v["frames_in"] - before["frames_in"]
+    processed = v["frames_processed"] - before["frames_processed"]
+    assert 1 <= received <= len(msgs)
+    assert processed < len(msgs) // 2  # inference takes far longer than the 4 ms pacing
+    dropped = v["frames_dropped"] - before["frames_dropped"]
+    assert dropped == received - processed, (received, processed, dropped)
     assert v["latency_p95_ms"] >= v["latency_p50_ms"] > 0
     assert 0 < v["overhead_p50_ms"] < v["latency_p50_ms"]
 
