@@ -106,9 +106,10 @@ def hand_made_case():
     return ids, anomaly
 
 
-def test_fusion_hand_made_answer():
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "numpy"])
+def test_fusion_hand_made_answer(compiled):
     ids, anomaly = hand_made_case()
-    r = fuse(ids, anomaly, vote_threshold=0.1)
+    r = fuse(ids, anomaly, vote_threshold=0.1, compiled=compiled)
     by_area = {i.area: i for i in r.instances}
     # instance 1: 56 px, all anomalous; instance 2: 72 px with 8 anomalous = 0.111 > 0.1
     assert by_area[56].label == ANOMALY and by_area[56].anomaly_share == 1.0
@@ -120,8 +121,42 @@ def test_fusion_hand_made_answer():
     assert r.labels[0, 0] == ANOMALY and r.labels[12, 3] == TARGET and r.labels[15, 15] == 0
     assert set(np.unique(r.labels)) == {0, 1, 2}
     # a higher threshold turns the 8/72 instance into a target
-    r2 = fuse(ids, anomaly, vote_threshold=0.2)
+    r2 = fuse(ids, anomaly, vote_threshold=0.2, compiled=compiled)
     assert r2.labels[4, 12] == TARGET and r2.labels[4, 4] == ANOMALY
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fusion_compiled_kernels_equal_the_numpy_path(seed):
+    """Random ids of every dtype, sizes off the patch grid, ids with gaps: same outputs."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(1, 200)), int(rng.integers(1, 200))
+    n = int(rng.integers(0, 25))
+    dtype = (np.uint8, np.int32, np.int64)[seed % 3]
+    ids = rng.integers(0, n + 1, (h, w)).astype(dtype)
+    ids[ids == n // 2] = 0  # an id with no pixels
+    patches = rng.random((max(1, h // 7), max(1, w // 9))) < 0.3
+    a = fuse(ids, patches, 0.2, compiled=True)
+    b = fuse(ids, patches, 0.2, compiled=False)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert [(i.id, i.label, i.bbox, i.area) for i in a.instances] == \
+        [(i.id, i.label, i.bbox, i.area) for i in b.instances]
+    for x, y in zip(a.instances, b.instances):
+        assert x.anomaly_share == pytest.approx(y.anomaly_share, abs=1e-12)
+        assert x.centroid == pytest.approx(y.centroid, abs=1e-9)
+        np.testing.assert_array_equal(x.mask, y.mask)
+
+
+def test_assignment_compiled_kernel_equals_torch_ops():
+    rng = np.random.default_rng(3)
+    feats = torch.from_numpy(rng.standard_normal((2, 40, 13, 21)).astype(np.float32))
+    feats[0, :, 0, 0] = 0.0  # a zero feature: no NaN, a valid id
+    centers = torch.nn.functional.normalize(torch.randn(9, 40, generator=torch.Generator()
+                                                        .manual_seed(0)), dim=1) * 0.7
+    a = assign_clusters(feats, centers, compiled=True)
+    b = assign_clusters(feats, centers, compiled=False)
+    assert a.shape == (2, 13, 21) and a.dtype == torch.int64
+    assert torch.equal(a, b)
+    assert int(a[0, 0, 0]) == int(centers.pow(2).sum(1).argmin())  # zero feature: smallest c
 
 
 def test_fusion_torch_path_equals_numpy_path():

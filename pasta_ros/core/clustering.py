@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 
+from pasta_ros.core import cpu_kernels
 from pasta_ros.core.errors import CalibrationError
 
 
@@ -149,12 +150,15 @@ def _partial_fit_pool(km: MiniBatchKMeans, pool: list[np.ndarray], chunk: int,
         km.partial_fit(data[start:start + chunk])
 
 
-def assign_clusters(features: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+def assign_clusters(features: torch.Tensor, centers: torch.Tensor, *,
+                    compiled: bool | None = None) -> torch.Tensor:
     """Nearest centre per patch.
 
     features: ``(B, C, h, w)`` grid or ``(N, C)`` rows, float; rows are L2-normalised here
     exactly as in calibration. centers: ``(K, C) float32`` on the same device.
-    Returns ``(B, h, w)`` or ``(N,)`` int64 cluster ids.
+    Returns ``(B, h, w)`` or ``(N,)`` int64 cluster ids. A grid on the CPU goes through the
+    compiled kernel of :mod:`cpu_kernels` when numba imports (``compiled=None``); the torch
+    ops (``compiled=False``, and always on a GPU) give the same ids up to float rounding.
     """
     c_sq = centers.pow(2).sum(1)
     if features.dim() == 4:
@@ -162,13 +166,23 @@ def assign_clusters(features: torch.Tensor, centers: torch.Tensor) -> torch.Tens
         # Normalisation folded into the scores: ||c||^2 - 2 (c.x) / ||x||, one pass fewer.
         b, c, h, w = features.shape
         x = features.reshape(b, c, h * w).float()
-        inv_norm = torch.rsqrt(x.pow(2).sum(1, keepdim=True).clamp_min(1e-24))
-        scores = c_sq.view(1, -1, 1) - 2.0 * torch.matmul(centers, x) * inv_norm
-        return scores.argmin(dim=1).view(b, h, w)
+        if compiled is None:
+            compiled = cpu_kernels.AVAILABLE
+        if compiled and not x.is_cuda:
+            products = torch.matmul(centers, x)
+            ids = [cpu_kernels.nearest_center(x[i].contiguous().numpy(), products[i].numpy(),
+                                              c_sq.numpy()) for i in range(b)]
+            return torch.from_numpy(np.stack(ids)).view(b, h, w)
+        inv_norm = x.square().sum(1, keepdim=True).clamp_min_(1e-24).rsqrt_()
+        scores = torch.addcmul(c_sq.view(1, -1, 1), torch.matmul(centers, x), inv_norm,
+                               value=-2.0)
+        # min(dim).indices, not argmin: same first-minimum rule, several times faster on
+        # the CPU for a reduction over the strided K axis.
+        return scores.min(dim=1).indices.view(b, h, w)
     x = torch.nn.functional.normalize(features.float(), dim=1)
     # argmin ||x - c||^2 = argmin (||c||^2 - 2 x.c): one matmul, no (N, K, C) tensor.
     scores = c_sq.unsqueeze(0) - 2.0 * (x @ centers.T)
-    return scores.argmin(dim=1)
+    return scores.min(dim=1).indices
 
 
 def cluster_counts(cluster_ids: torch.Tensor, k: int) -> np.ndarray:

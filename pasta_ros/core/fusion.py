@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import torch
 
+from pasta_ros.core import cpu_kernels
+
 BACKGROUND, TARGET, ANOMALY = 0, 1, 2
 
 
@@ -123,41 +125,74 @@ def summarize(rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def fuse(instance_ids: np.ndarray | torch.Tensor, anomaly_patches: np.ndarray | torch.Tensor,
-         vote_threshold: float = 0.1, *, with_instances: bool = True) -> FusionResult:
+         vote_threshold: float = 0.1, *, with_instances: bool = True,
+         compiled: bool | None = None) -> FusionResult:
     """Classify every instance and paint the 3-class label image.
 
     instance_ids: ``(H, W)`` int, 0 = background, 1..N instances (disjoint).
     anomaly_patches: ``(h, w) bool`` patch map (cluster in an anomaly cluster). When it is a
-    CUDA tensor the pixel passes run on the GPU; otherwise on the CPU with numpy.
+    CUDA tensor the pixel passes run on the GPU; otherwise on the CPU, with the compiled
+    kernels of :mod:`cpu_kernels` (``compiled=None``: when numba imports) or numpy
+    (``compiled=False``); both give the same result.
     Returns labels ``(H, W) uint8`` {0 background, 1 target, 2 anomaly} and the instances.
     """
     on_gpu = isinstance(anomaly_patches, torch.Tensor) and anomaly_patches.is_cuda
     if on_gpu:
         ids = torch.as_tensor(instance_ids, device=anomaly_patches.device).long()
-        anom = upsample_nearest(anomaly_patches, *ids.shape)
+        n = int(ids.max()) if ids.numel() else 0
+        st = summarize(*instance_histograms(ids, upsample_nearest(anomaly_patches, *ids.shape),
+                                            n))
     else:
-        ids_np = (instance_ids.cpu().numpy() if isinstance(instance_ids, torch.Tensor)
-                  else np.asarray(instance_ids))
-        ids = ids_np.astype(np.intp, copy=False)
+        ids = (instance_ids.cpu().numpy() if isinstance(instance_ids, torch.Tensor)
+               else np.asarray(instance_ids))
         patches = (anomaly_patches.cpu().numpy() if isinstance(anomaly_patches, torch.Tensor)
                    else np.asarray(anomaly_patches))
-        anom = _upsample_np(patches, *ids.shape)
-    n = int(ids.max()) if ids.shape[0] * ids.shape[1] else 0
-    st = summarize(*instance_histograms(ids, anom, n))
+        n = int(ids.max()) if ids.size else 0
+        st = _cpu_stats(ids, patches, n, compiled)
     cls = np.where(st["shares"] > vote_threshold, ANOMALY, TARGET).astype(np.uint8)
     cls[0] = BACKGROUND
     cls[st["areas"] == 0] = BACKGROUND
-    labels = _paint(ids, cls)
+    labels = _paint(ids, cls, st["boxes"], compiled)
     if not with_instances or n == 0:
         return FusionResult(labels, [])
     ids_cpu = ids.cpu().numpy() if isinstance(ids, torch.Tensor) else ids
     return FusionResult(labels, _instances(ids_cpu, cls, st))
 
 
-def _paint(ids, cls: np.ndarray) -> np.ndarray:
-    """``(H, W)`` ids -> ``(H, W) uint8`` class labels through the per-instance table."""
+def _cpu_stats(ids: np.ndarray, patches: np.ndarray, n: int,
+               compiled: bool | None) -> dict[str, np.ndarray]:
+    """Per-instance stats on the CPU: one compiled pass, or the numpy histogram path."""
+    height, width = ids.shape
+    if compiled is None:
+        compiled = cpu_kernels.AVAILABLE
+    if not compiled:
+        ids = ids.astype(np.intp, copy=False)
+        return summarize(*instance_histograms(ids, _upsample_np(patches, height, width), n))
+    h, w = patches.shape
+    rows = np.arange(height, dtype=np.intp) * h // height
+    cols = np.arange(width, dtype=np.intp) * w // width
+    s = cpu_kernels.instance_stats(np.ascontiguousarray(ids),
+                                      np.ascontiguousarray(patches, dtype=np.uint8),
+                                      rows, cols, n)
+    areas = s[:, 0]
+    safe = np.maximum(areas, 1)
+    present = areas > 0
+    boxes = np.where(present[:, None], s[:, 2:6], -1)
+    centroids = np.stack([s[:, 6] / safe, s[:, 7] / safe], 1)
+    shares = s[:, 1] / safe  # row 0 ('no instance') is all zero: the kernel skips id 0
+    return {"areas": areas, "shares": shares, "boxes": boxes, "centroids": centroids}
+
+
+def _paint(ids, cls: np.ndarray, boxes: np.ndarray, compiled: bool | None = None) -> np.ndarray:
+    """``(H, W)`` ids -> ``(H, W) uint8`` class labels through the per-instance table.
+
+    boxes: ``(n+1, 4)`` (x0, y0, x1, y1), -1 for absent ids, as from :func:`summarize`.
+    """
     if isinstance(ids, torch.Tensor):
         return torch.from_numpy(cls).to(ids.device)[ids].cpu().numpy()
+    if cpu_kernels.AVAILABLE if compiled is None else compiled:
+        return cpu_kernels.paint_boxes(np.ascontiguousarray(ids), cls,
+                                          np.ascontiguousarray(boxes, dtype=np.int64))
     if cls.shape[0] <= 256:  # cv2.LUT on uint8 ids is several times faster than fancy indexing
         table = np.zeros(256, np.uint8)
         table[:cls.shape[0]] = cls
@@ -167,13 +202,11 @@ def _paint(ids, cls: np.ndarray) -> np.ndarray:
 
 def _instances(ids: np.ndarray, cls: np.ndarray, st: dict[str, np.ndarray]) -> list[Instance]:
     """Package per-instance stats as Instances (one crop slice each; ids renumbered 1..M)."""
-    out = []
-    for i in np.flatnonzero(st["areas"][1:] > 0) + 1:
-        x0, y0, x1, y1 = (int(v) for v in st["boxes"][i])
-        cx, cy = st["centroids"][i]
-        out.append(Instance(id=len(out) + 1, label=int(cls[i]),
-                            anomaly_share=float(st["shares"][i]),
-                            bbox=(x0, y0, x1 - x0 + 1, y1 - y0 + 1), area=int(st["areas"][i]),
-                            centroid=(float(cx), float(cy)),
-                            mask=ids[y0:y1 + 1, x0:x1 + 1] == i))
-    return out
+    present = np.flatnonzero(st["areas"][1:] > 0) + 1
+    rows = zip(present.tolist(), st["boxes"][present].tolist(), st["centroids"][present].tolist(),
+               cls[present].tolist(), st["shares"][present].tolist(),
+               st["areas"][present].tolist())
+    return [Instance(id=n, label=label, anomaly_share=share,
+                     bbox=(x0, y0, x1 - x0 + 1, y1 - y0 + 1), area=area, centroid=(cx, cy),
+                     mask=ids[y0:y1 + 1, x0:x1 + 1] == i)
+            for n, (i, (x0, y0, x1, y1), (cx, cy), label, share, area) in enumerate(rows, 1)]
