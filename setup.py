@@ -15,6 +15,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/models/icas", glob("models/icas/*.pt") + glob("models/icas/*.md")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -1,5 +1,5 @@
 """`pasta` command line: synth, calibrate, segment, evaluate, bench, export, and the ROS
-clients recalibrate, echo, play.
+clients recalibrate, prompts, echo, play.
 
 A user's mistake (bad path, corrupt model, wrong option) prints one ``error:`` line and
 exits with status 2; no traceback.

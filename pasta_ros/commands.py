@@ -25,7 +25,12 @@ from pasta_ros.data.images import ReadStats
 from pasta_ros.data.layout import DatasetLayout
 from pasta_ros.export.cli import cmd_export  # noqa: F401 - `pasta export`
 from pasta_ros.pipeline import PastaPipeline
-from pasta_ros.ros.clients import cmd_echo, cmd_play, cmd_recalibrate  # noqa: F401
+from pasta_ros.ros.clients import (  # noqa: F401
+    cmd_echo,
+    cmd_play,
+    cmd_prompts,
+    cmd_recalibrate,
+)
 from pasta_ros.sources import bag_source, folder_source, open_source
 
 log = logging.getLogger("pasta")

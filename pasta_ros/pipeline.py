@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -23,6 +24,9 @@ from pasta_ros.core.features import FeatureExtractor, resolve_device
 from pasta_ros.core.fusion import Instance, fuse, upsample_nearest
 from pasta_ros.core.model_io import CalibratedModel, load_model
 from pasta_ros.core.segmenters import Segmenter, build_segmenter
+
+if TYPE_CHECKING:
+    from pasta_ros.core.icas.vote import IcasVote
 
 
 @dataclass
@@ -40,6 +44,7 @@ class FrameResult:
     anomaly_patches: np.ndarray
     model_id: str
     timings: dict[str, float] = field(default_factory=dict)
+    vote: str = "pasta"  # what marked the anomaly patches: 'pasta', 'icas' or 'pasta+icas'
 
     def anomaly_map(self) -> np.ndarray:
         """Evaluation A: ``(H, W) bool`` anomaly patches upsampled nearest to the image."""
@@ -118,8 +123,13 @@ class PastaPipeline:
                    cluster_map_fn)
 
     @torch.inference_mode()
-    def process(self, image: np.ndarray, *, with_instances: bool = True) -> FrameResult:
-        """``(H, W, 3) uint8`` RGB -> FrameResult (labels and instances at H x W)."""
+    def process(self, image: np.ndarray, *, with_instances: bool = True,
+                icas: IcasVote | None = None) -> FrameResult:
+        """``(H, W, 3) uint8`` RGB -> FrameResult (labels and instances at H x W).
+
+        icas: an iCAS vote (:mod:`pasta_ros.core.icas.vote`) that replaces or joins the anomaly
+        clusters in marking anomalous patches; None, or no prompt set on it: PASTA alone.
+        """
         t = [time.perf_counter()]
         prepared = self.extractor.prepare(image)
         t.append(time.perf_counter())
@@ -132,6 +142,14 @@ class PastaPipeline:
             cluster_map = assign_clusters(feats, self.centers)[0]
         anomaly = self.anomaly_lut[cluster_map]
         t.append(time.perf_counter())
+        vote, t_icas = "pasta", 0.0
+        if icas is not None:
+            t0 = time.perf_counter()
+            extra = icas.patch_map(image, tuple(anomaly.shape), anomaly.device)
+            if extra is not None:
+                anomaly = icas.merge(anomaly, extra)
+                vote = "icas" if icas.mode == "replace" else "pasta+icas"
+            t_icas = (time.perf_counter() - t0) * 1e3
         ids = self.segmenter.segment(prepared, cluster_map)
         h, w = image.shape[:2]
         if ids.shape != (h, w):
@@ -141,6 +159,9 @@ class PastaPipeline:
         t.append(time.perf_counter())
         stages = ("preprocess", "backbone", "assign", "segment", "fusion")
         timings = {s: (b - a) * 1e3 for s, a, b in zip(stages, t, t[1:])}
+        if icas is not None:  # the iCAS time sits inside 'segment': report it on its own
+            timings["segment"] -= t_icas
+            timings["icas"] = t_icas
         timings["total"] = (t[-1] - t[0]) * 1e3
         return FrameResult(fused.labels, fused.instances, cluster_map.cpu().numpy(),
-                           anomaly.cpu().numpy(), self.model.model_id, timings)
+                           anomaly.cpu().numpy(), self.model.model_id, timings, vote)

@@ -1,4 +1,4 @@
-"""`pasta recalibrate | echo | play`: talk to a running pasta_node through rclpy (no ros2cli).
+"""`pasta recalibrate | prompts | echo | play`: talk to a running pasta_node (rclpy, no ros2cli).
 
 These work wherever rclpy and pasta_msgs import: on a robot's ROS 2 install and in this
 project's venv. rclpy is imported inside the functions, so ``pasta`` itself starts without ROS.
@@ -19,7 +19,7 @@ from pasta_ros.core.errors import PastaError
 
 
 def add_ros_commands(sub: argparse._SubParsersAction) -> None:
-    """Add the recalibrate, echo and play subcommands to ``pasta``'s subparsers."""
+    """Add the recalibrate, prompts, echo and play subcommands to ``pasta``'s subparsers."""
     r = sub.add_parser("recalibrate", help="call a running pasta_node's recalibrate service")
     r.add_argument("--baseline-bag", type=Path, required=True, help="mixed stream bag")
     r.add_argument("--reference-bag", type=Path, required=True, help="targets-only bag")
@@ -30,6 +30,25 @@ def add_ros_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--vote-threshold", type=float, default=-1.0, help="override")
     r.add_argument("--service", default="pasta/recalibrate", help="service name")
     r.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait in all")
+
+    q = sub.add_parser("prompts", help="set or clear a running pasta_node's iCAS prompts")
+    what = q.add_mutually_exclusive_group(required=True)
+    what.add_argument("--normal", nargs="+", type=Path, metavar="IMAGE",
+                      help="normal shots (image files)")
+    what.add_argument("--anomaly", type=Path, metavar="IMAGE",
+                      help="one anomaly image (with --mask, or --points/--boxes)")
+    what.add_argument("--normal-bag", type=Path, metavar="BAG",
+                      help="normal shots: the first --max-images frames of a bag")
+    what.add_argument("--anomaly-bag", type=Path, metavar="BAG",
+                      help="anomaly prompt: the first frame of a bag (with --mask or clicks)")
+    what.add_argument("--clear", choices=("normal", "anomaly", "all"))
+    q.add_argument("--mask", type=Path, help="anomaly mask image (nonzero = anomaly)")
+    q.add_argument("--points", default="", help="clicks 'x,y;x,y' in image pixels")
+    q.add_argument("--boxes", default="", help="boxes 'x0,y0,x1,y1;...' in image pixels")
+    q.add_argument("--topic", default="", help="image topic in the bag (default: the node's)")
+    q.add_argument("--max-images", type=int, default=0, help="frames from a bag (0: node's)")
+    q.add_argument("--service", default="pasta/set_prompts", help="service name")
+    q.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
 
     e = sub.add_parser("echo", help="print instance summaries from pasta/anomaly_masks")
     e.add_argument("--topic", default="pasta/anomaly_masks")
@@ -212,6 +231,52 @@ def cmd_recalibrate(args: argparse.Namespace) -> dict[str, Any]:
             "model_dir": res.model_dir, "clusters": len(res.clusters),
             "anomaly_clusters": [c.id for c in res.clusters if c.anomaly],
             "background_clusters": [c.id for c in res.clusters if c.background]}
+
+
+def _numbers(text: str) -> list[float]:
+    """'x,y;x,y' -> flat list of floats (the service takes flat arrays)."""
+    try:
+        return [float(v) for part in text.split(";") if part for v in part.split(",")]
+    except ValueError:
+        raise PastaError(f"expected numbers like 'x,y;x,y', got {text!r}") from None
+
+
+def prompts_request(args: argparse.Namespace):
+    """The ``SetPrompts`` request for ``pasta prompts`` arguments."""
+    from pasta_msgs.srv import SetPrompts
+
+    req = SetPrompts.Request(image_topic=args.topic, max_images=max(args.max_images, 0),
+                             mask_file=_absolute(args.mask), points=_numbers(args.points),
+                             boxes=_numbers(args.boxes))
+    if args.clear:
+        req.action = "clear" if args.clear == "all" else f"clear_{args.clear}"
+    elif args.normal or args.normal_bag:
+        req.action = "normal"
+    else:
+        req.action = "anomaly"
+    if args.normal:
+        req.image_files = [_absolute(p) for p in args.normal]
+    elif args.anomaly:
+        req.image_files = [_absolute(args.anomaly)]
+    req.bag = _absolute(args.normal_bag or args.anomaly_bag)
+    if req.action == "anomaly" and args.anomaly_bag:
+        req.max_images = 1
+    return req
+
+
+def cmd_prompts(args: argparse.Namespace) -> dict[str, Any]:
+    from pasta_msgs.srv import SetPrompts
+
+    req = prompts_request(args)
+    client = ClientNode("pasta_prompts_client")
+    try:
+        res = client.call(SetPrompts, args.service, req, args.timeout)
+    finally:
+        client.close()
+    if not res.success:
+        raise PastaError(res.message)
+    return {"success": True, "message": res.message, "normal_shots": res.normal_shots,
+            "anomaly_prompt": res.anomaly_prompt}
 
 
 def format_instances(msg) -> str:

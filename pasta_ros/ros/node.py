@@ -8,8 +8,9 @@ A thin shell around :class:`~pasta_ros.pipeline.PastaPipeline`:
   ``pasta/segmentation`` (mono8 labels 0/1/2), ``pasta/anomaly_masks``
   (``pasta_msgs/InstanceArray``) and, optionally, ``pasta/overlay`` (rgb8), all with the input's
   header; frames that arrive while it is busy replace the waiting one (dropped and counted);
-- serves ``pasta/recalibrate`` (:mod:`pasta_ros.ros.recalibration`) and publishes
-  ``/diagnostics`` (:mod:`pasta_ros.ros.diagnostics`).
+- serves ``pasta/recalibrate`` (:mod:`pasta_ros.ros.recalibration`) and ``pasta/set_prompts``
+  (:mod:`pasta_ros.ros.prompts`: iCAS prompts, used as the anomaly vote when ``icas_mode`` is
+  ``replace`` or ``combine``), and publishes ``/diagnostics`` (:mod:`pasta_ros.ros.diagnostics`).
 
 Run: ``pasta_node --ros-args --params-file config/sorter.yaml -p model_dir:=MODEL``
 (or ``python -m pasta_ros.ros.node ...``). Bad parameters or an unusable model: one
@@ -34,14 +35,18 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from pasta_msgs.msg import ClusterStats, InstanceArray
-from pasta_msgs.srv import Recalibrate
+from pasta_msgs.srv import Recalibrate, SetPrompts
 from pasta_ros.config import ConfigError
+from pasta_ros.core.icas.model import default_checkpoint, load_model
+from pasta_ros.core.icas.prompting import ICASPredictor
+from pasta_ros.core.icas.vote import IcasVote
 from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.ros import convert
 from pasta_ros.ros.diagnostics import DiagnosticsPublisher
 from pasta_ros.ros.frames import Frame, LatestFrame
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
+from pasta_ros.ros.prompts import PromptRequest, apply_request, prompt_state
 from pasta_ros.ros.recalibration import (
     USER_ERRORS,
     Outcome,
@@ -67,6 +72,11 @@ class PastaNode(Node):
         self.model_dir = model_dir
         self.get_logger().info(f"model {self.pipeline.model.model_id} from {model_dir} ({why})")
         self._swap = threading.Lock()
+        self._icas_lock = threading.Lock()
+        self.icas: ICASPredictor | None = None
+        self.last_vote = "pasta"
+        if s.icas_mode != "off":
+            self._icas_predictor()  # a bad checkpoint stops the start, not the first frame
         self.frames = LatestFrame()
         self.recalibrator = Recalibrator(stop)
         self._create_interfaces()
@@ -90,6 +100,9 @@ class PastaNode(Node):
         self.pub_overlay = self.create_publisher(Image, "pasta/overlay", 2)
         self.srv = self.create_service(Recalibrate, "pasta/recalibrate", self._on_recalibrate,
                                        callback_group=ReentrantCallbackGroup())
+        self.srv_prompts = self.create_service(SetPrompts, "pasta/set_prompts",
+                                               self._on_set_prompts,
+                                               callback_group=ReentrantCallbackGroup())
         self.diagnostics = DiagnosticsPublisher(self, self.get_fully_qualified_name())
         self.timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(f"listening on {self.sub.topic_name} ({msg_type.__name__}); "
@@ -120,7 +133,8 @@ class PastaNode(Node):
 
     def _process(self, frame: Frame) -> None:
         pipeline = self.pipeline  # one reference per frame: a swap never splits a frame
-        result = pipeline.process(frame.rgb)
+        result = pipeline.process(frame.rgb, icas=self._icas_vote())
+        self.last_vote = result.vote
         t_built = time.perf_counter()
         h, w = frame.rgb.shape[:2]
         labels = convert.mono8_image(result.labels, frame.header)
@@ -136,11 +150,54 @@ class PastaNode(Node):
         overhead = (frame.t_converted - frame.t_received) + (t_published - t_built)
         self.frames.done((time.perf_counter() - frame.t_received) * 1e3, overhead * 1e3)
 
+    # ------------------------------------------------------------------ iCAS
+    def _icas_predictor(self) -> ICASPredictor:
+        """The iCAS predictor, loaded on first use (PastaError for a bad checkpoint)."""
+        with self._icas_lock:
+            if self.icas is None:
+                s = self.settings
+                path = s.icas_checkpoint or str(default_checkpoint())
+                device = "cuda" if self.pipeline.centers.is_cuda else "cpu"
+                self.icas = ICASPredictor(load_model(path, s.icas_weights, device),
+                                          threshold=s.icas_threshold)
+                self.get_logger().info(f"iCAS model loaded from {path}")
+            return self.icas
+
+    def _icas_vote(self) -> IcasVote | None:
+        s = self.settings
+        if s.icas_mode == "off" or self.icas is None:
+            return None
+        return IcasVote(self.icas, s.icas_mode, s.icas_threshold)
+
+    def _on_set_prompts(self, request, response):
+        s = self.settings
+        req = PromptRequest(request.action, list(request.image_files), request.bag,
+                            request.image_topic or self.sub.topic_name,
+                            int(request.max_images) or s.icas_max_prompt_images,
+                            request.mask_file, list(request.points), list(request.boxes))
+        try:
+            response.message = apply_request(self._icas_predictor(), req)
+            response.success = True
+            self.get_logger().info(f"set_prompts: {response.message}")
+        except USER_ERRORS as exc:
+            response.success, response.message = False, f"set_prompts failed: {exc}"
+            self.get_logger().warning(response.message)
+        except Exception as exc:  # noqa: BLE001 - always answer the caller
+            response.success = False
+            response.message = f"set_prompts failed: internal error: {exc!r}"
+            self.get_logger().error(response.message)
+        state = prompt_state(self.icas)
+        response.normal_shots = state["normal_shots"]
+        response.anomaly_prompt = state["anomaly_prompt"]
+        return response
+
     # ------------------------------------------------------------------ diagnostics
     def status(self) -> dict:
         return self.frames.snapshot() | {
             "model_id": self.pipeline.model.model_id, "model_dir": str(self.model_dir),
-            "recalibrating": self.recalibrator.running}
+            "recalibrating": self.recalibrator.running,
+            "icas_mode": self.settings.icas_mode, "vote": self.last_vote,
+            **prompt_state(self.icas)}
 
     def _publish_diagnostics(self) -> None:
         self.diagnostics.publish(self.status())

@@ -53,6 +53,20 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               "mask blended in)", dynamic=True),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages",
               lo=0.05, hi=60.0),
+    ParamSpec("icas_mode", "off", "iCAS (in-context anomaly segmentation from prompts set with "
+              "/pasta/set_prompts) as the anomaly vote: off = PASTA's anomaly clusters only; "
+              "replace = the patches iCAS scores >= icas_threshold instead of the clusters; "
+              "combine = either. Until a prompt is set, the vote is PASTA's alone.",
+              choices=("off", "replace", "combine"), dynamic=True),
+    ParamSpec("icas_checkpoint", "", "iCAS checkpoint file; '' = the shipped "
+              "models/icas/icas_lite0.pt. Loaded at start when icas_mode is not off, else at "
+              "the first /pasta/set_prompts call"),
+    ParamSpec("icas_weights", "", "encoder weights for an iCAS checkpoint whose backbone needs "
+              "them (a Hugging Face snapshot folder or a state-dict file); '' = none needed"),
+    ParamSpec("icas_threshold", 0.5, "iCAS score from which a patch counts as anomalous",
+              lo=0.001, hi=1.0, dynamic=True),
+    ParamSpec("icas_max_prompt_images", 8, "frames taken from a prompt bag when the "
+              "/pasta/set_prompts request gives no max_images", lo=1, hi=256, dynamic=True),
     ParamSpec("min_recalibration_frames", 4, "a recalibration bag (baseline, reference) must "
               "hold at least this many frames on the image topic", lo=1, hi=1_000_000,
               dynamic=True),

@@ -65,7 +65,13 @@ def cmd_icas_train(args: argparse.Namespace) -> dict:
                  progress=not getattr(args, "quiet", False))
 
 
-DEFAULT_CKPT = Path(__file__).resolve().parents[3] / "models" / "icas" / "icas_lite0.pt"
+def _default_ckpt() -> Path:
+    from pasta_ros.core.icas.model import default_checkpoint
+
+    return default_checkpoint()
+
+
+DEFAULT_CKPT = _default_ckpt()
 
 
 def _points(text: str) -> list[tuple[float, ...]]:

@@ -3,6 +3,8 @@ architecture and are validated on load."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +153,20 @@ def load_decoder(model: ICASModel, ckpt: Checkpoint, source: str = "checkpoint")
                          f"({describe_mismatch(ckpt.arch, model.arch)}); use a checkpoint "
                          "trained with this backbone and decoder config")
     model.decoder.load_state_dict(ckpt.decoder_state)
+
+
+SHIPPED_CHECKPOINT = Path("models") / "icas" / "icas_lite0.pt"
+
+
+def default_checkpoint() -> Path:
+    """The shipped checkpoint: in this source tree, else in an installed package's share folder
+    (``<prefix>/share/pasta_ros/models/icas``, prefixes from ``AMENT_PREFIX_PATH`` and
+    ``sys.prefix``). When neither exists, the source-tree path (errors then name it)."""
+    source_tree = Path(__file__).resolve().parents[3] / SHIPPED_CHECKPOINT
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    candidates = [source_tree] + [Path(p) / "share" / "pasta_ros" / SHIPPED_CHECKPOINT
+                                  for p in (*prefixes, sys.prefix)]
+    return next((c for c in candidates if c.is_file()), source_tree)
 
 
 def load_model(path: str | Path, weights: str = "", device: str = "cpu") -> ICASModel:

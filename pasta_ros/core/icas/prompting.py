@@ -225,27 +225,37 @@ class ICASPredictor:
             self.normal = None
 
     # -- inference ------------------------------------------------------------------------
-    def predict(self, image: np.ndarray, mode: str = "auto") -> ICASResult:
-        """Segment one image with the prompts set. mode: 'auto' (every prompt set),
-        'anomaly', 'normal' or 'both'."""
+    def prompts(self) -> tuple[NormalPrompt | None, AnomalyPrompt | None]:
+        """The prompts set now, read once (a concurrent set/clear never splits a frame)."""
+        return self.normal, self.anomaly
+
+    def score_grid(self, image: np.ndarray, mode: str = "auto") -> tuple[torch.Tensor, str]:
+        """Score map at the encoder's feature resolution: ``(h, w) float32`` in [0, 1], and the
+        mode used. mode: 'auto' (every prompt set), 'anomaly', 'normal' or 'both'."""
+        normal, anomaly = self.prompts()
         if mode == "auto":
             mode = {(True, True): "both", (True, False): "anomaly",
-                    (False, True): "normal"}.get((self.anomaly is not None,
-                                                  self.normal is not None), "none")
-        need = {"anomaly": ("anomaly",), "normal": ("normal",), "both": ("anomaly", "normal")}
-        if mode not in need or any(getattr(self, n) is None for n in need[mode]):
+                    (False, True): "normal"}.get((anomaly is not None, normal is not None),
+                                                 "none")
+        need = {"anomaly": (anomaly,), "normal": (normal,), "both": (anomaly, normal)}
+        if mode not in need or any(p is None for p in need[mode]):
             raise PastaError(f"no prompt for mode {mode!r}: set an anomaly prompt (image + "
                              "mask, or clicks) and/or a normal prompt (k normal images) first")
-        for n in need[mode]:
-            self._check(getattr(self, n))
+        for prompt in need[mode]:
+            self._check(prompt)
         feats = self._features(image)
         maps = []
-        if self.anomaly is not None and mode in ("anomaly", "both"):
-            maps.append(score_anomaly(self.model, feats, self.anomaly, self.mfm))
-        if self.normal is not None and mode in ("normal", "both"):
-            maps.append(score_normal(self.model, feats, self.normal, self.mfm))
-        score = torch.stack(maps).mean(0)
+        if mode in ("anomaly", "both"):
+            maps.append(score_anomaly(self.model, feats, anomaly, self.mfm))
+        if mode in ("normal", "both"):
+            maps.append(score_normal(self.model, feats, normal, self.mfm))
+        return torch.stack(maps).mean(0)[0].clamp(0, 1), mode
+
+    def predict(self, image: np.ndarray, mode: str = "auto") -> ICASResult:
+        """Segment one image with the prompts set (see :meth:`score_grid` for ``mode``)."""
+        score, mode = self.score_grid(image, mode)
         h, w = image.shape[:2]
-        full = F.interpolate(score[None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        full = F.interpolate(score[None, None], size=(h, w), mode="bilinear",
+                             align_corners=False)[0, 0]
         full = full.clamp(0, 1).cpu().numpy().astype(np.float32)
         return ICASResult(full, full >= self.threshold, float(score.max()), mode)

@@ -1,0 +1,62 @@
+"""iCAS as the anomaly vote of the PASTA pipeline: instead of, or together with, the clusters.
+
+PASTA classifies each segmented object by the share of its area on anomaly-cluster patches.
+:class:`IcasVote` supplies a second patch map on the same ``(h, w)`` grid: the patches whose
+iCAS score (from the prompts set on its predictor) is >= ``threshold``. The segmentation and
+the vote threshold stay PASTA's; only the per-patch "anomalous" bit changes:
+
+- ``replace``: anomalous = iCAS says so (PASTA's anomaly clusters are ignored);
+- ``combine``: anomalous = an anomaly cluster OR iCAS (the union: an object PASTA calls an
+  anomaly stays one, iCAS can only add).
+
+With no prompt set the vote is PASTA's alone (:meth:`IcasVote.patch_map` returns None), so a
+node running with iCAS on keeps producing usable masks before anyone has prompted it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pasta_ros.core.errors import PastaError
+from pasta_ros.core.icas.prompting import ICASPredictor
+
+ICAS_MODES = ("off", "replace", "combine")
+
+
+@dataclass(frozen=True)
+class IcasVote:
+    """predictor: holds the model and the prompts; mode: 'replace' | 'combine';
+    threshold: score in (0, 1] from which a patch is anomalous."""
+
+    predictor: ICASPredictor
+    mode: str
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in ICAS_MODES[1:]:
+            raise PastaError(f"icas mode must be one of {', '.join(ICAS_MODES[1:])}, "
+                             f"got {self.mode!r}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise PastaError(f"icas threshold must be in (0, 1], got {self.threshold}")
+
+    def patch_map(self, image: np.ndarray, grid: tuple[int, int],
+                  device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """``(H, W, 3) uint8`` RGB -> ``(h, w) bool`` iCAS anomaly patches on PASTA's grid, or
+        None when the predictor has no prompt. The score map is resized bilinearly."""
+        normal, anomaly = self.predictor.prompts()
+        if normal is None and anomaly is None:
+            return None
+        score, _ = self.predictor.score_grid(image)
+        on_grid = F.interpolate(score[None, None].float(), size=grid, mode="bilinear",
+                                align_corners=False)[0, 0]
+        return (on_grid >= self.threshold).to(device)
+
+    def merge(self, pasta: torch.Tensor, icas: torch.Tensor | None) -> torch.Tensor:
+        """PASTA's ``(h, w) bool`` anomaly patches with the iCAS ones, by :attr:`mode`."""
+        if icas is None:
+            return pasta
+        return icas if self.mode == "replace" else pasta | icas
