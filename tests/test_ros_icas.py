@@ -18,9 +18,9 @@ import torch
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("pasta_msgs.msg")
 
-from pasta_msgs.srv import SetPrompts  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from pasta_msgs.srv import SetPrompts  # noqa: E402
 from pasta_ros.core.icas.model import ICASModel, default_arch, save_checkpoint  # noqa: E402
 from pasta_ros.data.bags import write_bag_images  # noqa: E402
 from pasta_ros.data.synth import render_scene  # noqa: E402
