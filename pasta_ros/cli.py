@@ -120,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="K values for --data (default: --clusters or 20)")
     e.add_argument("--no-empty", action="store_true", help="ignore D/empty (border fallback)")
     e.add_argument("--json", type=Path, help="write the metrics here")
+    e.add_argument("--icas", choices=("off", "replace", "combine"), default="off",
+                   help="with --model: iCAS normal prompting as the anomaly vote, instead of "
+                        "(replace) or together with (combine) the anomaly clusters")
+    e.add_argument("--icas-normal", type=Path,
+                   help="folder of normal shots (default: the dataset's reference/)")
+    e.add_argument("--icas-shots", type=int, default=4,
+                   help="normal shots k (0: no normal prompt; needs --icas-anomaly-image)")
+    e.add_argument("--icas-anomaly-image", type=Path, help="anomaly prompt image")
+    e.add_argument("--icas-anomaly-mask", type=Path,
+                   help="its anomaly mask (nonzero = anomaly, same size)")
+    e.add_argument("--icas-seed", type=int, default=0, help="which k shots (seeded draw)")
+    e.add_argument("--icas-threshold", type=float, default=0.5, help="iCAS patch threshold")
+    e.add_argument("--icas-checkpoint", type=Path, help="default: the shipped checkpoint")
     _config_args(e)
 
     b = sub.add_parser("bench",

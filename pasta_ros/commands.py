@@ -123,13 +123,55 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         print(format_summary(result["summary"]), file=sys.stderr)
     elif args.model and args.test:
         pipe = PastaPipeline.load(args.model, cfg, explicit=explicit)
-        result = evaluate(pipe, DatasetLayout.discover(args.test), quiet=args.quiet)
+        layout = DatasetLayout.discover(args.test)
+        vote, icas_info = icas_vote_from_args(args, layout)
+        result = evaluate(pipe, layout, quiet=args.quiet, icas=vote)
         result["model_id"] = pipe.model.model_id
+        if icas_info:
+            result["icas"] = icas_info
     else:
         raise PastaError("evaluate needs either --model MODEL --test DIR or --data DIR")
     if args.json:
         save_json(args.json, result)
     return result if not args.data else result["summary"]
+
+
+def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout):
+    """``pasta evaluate --icas MODE``: an IcasVote prompted with k seeded normal shots, and a
+    description of it for the results; (None, None) when ``--icas off``."""
+    if getattr(args, "icas", "off") == "off":
+        return None, None
+    from pasta_ros.core.icas.model import default_checkpoint, load_model
+    from pasta_ros.core.icas.prompting import ICASPredictor
+    from pasta_ros.core.icas.vote import IcasVote
+    from pasta_ros.data.images import list_images, read_image
+
+    if bool(args.icas_anomaly_image) != bool(args.icas_anomaly_mask):
+        raise PastaError("--icas-anomaly-image and --icas-anomaly-mask go together")
+    if args.icas_shots < 0 or (args.icas_shots == 0 and not args.icas_anomaly_image):
+        raise PastaError("--icas needs a prompt: --icas-shots k >= 1 normal shots and/or "
+                         "--icas-anomaly-image with --icas-anomaly-mask")
+    ckpt = args.icas_checkpoint or default_checkpoint()
+    predictor = ICASPredictor(load_model(ckpt))
+    info = {"mode": args.icas, "checkpoint": str(ckpt), "threshold": args.icas_threshold,
+            "shots": args.icas_shots}
+    if args.icas_shots:
+        folder = args.icas_normal or layout.reference
+        if folder is None:
+            raise PastaError("--icas-shots needs normal images: --icas-normal DIR")
+        paths = list_images(folder)
+        if args.icas_shots > len(paths):
+            raise PastaError(f"--icas-shots {args.icas_shots}: {folder} holds {len(paths)} "
+                             "images")
+        pick = sorted(np.random.default_rng(args.icas_seed).choice(len(paths), args.icas_shots,
+                                                                   replace=False))
+        predictor.set_normal_prompt([read_image(paths[i]) for i in pick])
+        info |= {"shot_seed": args.icas_seed, "normal": [paths[i].name for i in pick]}
+    if args.icas_anomaly_image:
+        predictor.set_anomaly_prompt(read_image(args.icas_anomaly_image),
+                                     read_image(args.icas_anomaly_mask)[..., 0] > 0)
+        info["anomaly_prompt"] = str(args.icas_anomaly_image)
+    return IcasVote(predictor, args.icas, args.icas_threshold), info
 
 
 def cmd_bench(args: argparse.Namespace) -> dict:

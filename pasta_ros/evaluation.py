@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.data.images import read_image
 from pasta_ros.data.layout import DatasetLayout, read_labels_csv, read_mask, test_pairs
 from pasta_ros.pipeline import PastaPipeline
+
+if TYPE_CHECKING:
+    from pasta_ros.core.icas.vote import IcasVote
 
 log = logging.getLogger(__name__)
 # ms_per_image is left out of the grid summary: after the first run the grid reuses cached
@@ -46,9 +50,11 @@ class CachingExtractor(FeatureExtractor):
         return torch.stack([self._store[k] for k in keys]).float()
 
 
-def evaluate(pipeline: PastaPipeline, layout: DatasetLayout, *, quiet: bool = False) -> dict:
+def evaluate(pipeline: PastaPipeline, layout: DatasetLayout, *, quiet: bool = False,
+             icas: IcasVote | None = None) -> dict:
     """Evaluation B (3-class IoU, mIoU), Evaluation A (patch anomaly IoU), image AUROC when
-    ``labels.csv`` exists, and mean milliseconds per image (whole pipeline)."""
+    ``labels.csv`` exists, and mean milliseconds per image (whole pipeline). ``icas``: an
+    iCAS vote used by every frame (see :meth:`PastaPipeline.process`)."""
     pairs = test_pairs(layout)
     cm = ConfusionMatrix()
     inter = union = 0
@@ -57,7 +63,7 @@ def evaluate(pipeline: PastaPipeline, layout: DatasetLayout, *, quiet: bool = Fa
     for stem, image_path, mask_path in tqdm(pairs, desc="evaluate", disable=quiet, leave=False):
         image, truth = read_image(image_path), read_mask(mask_path)
         t0 = time.perf_counter()
-        result = pipeline.process(image, with_instances=False)
+        result = pipeline.process(image, with_instances=False, icas=icas)
         times.append((time.perf_counter() - t0) * 1e3)
         cm.add(truth, result.labels)
         i, u = binary_iou(truth == 2, result.anomaly_map())

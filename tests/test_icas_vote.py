@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -155,3 +156,26 @@ def test_bad_prompt_requests_name_the_problem_and_keep_the_prompts(predictor,
             apply_request(predictor, req)
         assert all(a is b for a, b in zip(predictor.prompts(), before))
     predictor.clear()
+
+
+def test_evaluate_cli_with_the_icas_vote(run_cli, tiny_model, tiny_steel, predictor,
+                                         tmp_path: Path) -> None:
+    from pasta_ros.core.icas.model import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", predictor.model, stage="anomaly", step=0)
+    base = ["-q", "evaluate", "--model", str(tiny_model), "--test", str(tiny_steel.root)]
+    code, out, err = run_cli(base + ["--json", str(tmp_path / "off.json")])
+    assert code == 0, err
+    plain = json.loads(out)
+    code, out, err = run_cli(base + ["--icas", "combine", "--icas-shots", "2",
+                                     "--icas-threshold", "0.3", "--icas-checkpoint", str(ckpt)])
+    assert code == 0, err
+    both = json.loads(out)
+    assert both["icas"]["mode"] == "combine" and len(both["icas"]["normal"]) == 2
+    assert both["images"] == plain["images"]
+    assert both["iou_background"] == plain["iou_background"]  # same objects in every mode
+    for args, word in ((["--icas", "replace", "--icas-shots", "0"], "needs a prompt"),
+                       (["--icas", "replace", "--icas-shots", "99"], "holds"),
+                       (["--icas", "replace", "--icas-anomaly-image", str(ckpt)], "go together")):
+        code, _, err = run_cli(base + args + ["--icas-checkpoint", str(ckpt)])
+        assert code == 2 and word in err, err
