@@ -63,6 +63,8 @@ def files(tmp_path_factory) -> dict:
     out["anomaly"], out["mask"] = str(root / "anomaly.png"), str(root / "mask.png")
     cv2.imwrite(out["anomaly"], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     cv2.imwrite(out["mask"], ((labels == 2) * 255).astype(np.uint8))
+    out["small_png"] = str(root / "small.png")  # a mask of another size than the images
+    cv2.imwrite(out["small_png"], np.full((10, 10), 255, np.uint8))
     out["bag"] = root / "prompt_bag"
     write_bag_images(out["bag"], "/prompt/image", [scene(s)[0] for s in range(60, 64)])
     return out
@@ -178,3 +180,30 @@ def test_icas_parameters_are_validated(ros, outputs):
         (res,) = set_parameters(ros.client, name, values)
         assert not res.successful and word in res.reason, res.reason
     assert outputs.wait_diagnostics(lambda v: True, 20.0)["icas_mode"] == "combine"
+
+
+def test_pasta_prompts_command(ros, outputs, files):
+    import argparse
+
+    from pasta_ros.core.errors import PastaError
+    from pasta_ros.ros.clients import add_ros_commands, cmd_prompts
+
+    def cli(argv):
+        ap = argparse.ArgumentParser()
+        add_ros_commands(ap.add_subparsers(dest="command", required=True))
+        return ap.parse_args(argv + ["--service", SERVICE, "--timeout", "60"])
+
+    out = cmd_prompts(cli(["prompts", "--normal", *files["normal"]]))
+    assert out["normal_shots"] == 3 and not out["anomaly_prompt"]
+    out = cmd_prompts(cli(["prompts", "--anomaly", files["anomaly"], "--points", "40,60;120,64",
+                           "--boxes", "10,10,30,30"]))
+    assert out["anomaly_prompt"] and out["normal_shots"] == 3
+    out = cmd_prompts(cli(["prompts", "--anomaly-bag", str(files["bag"]), "--topic",
+                           "/prompt/image", "--mask", files["mask"]]))
+    assert out["anomaly_prompt"]
+    with pytest.raises(PastaError, match="same size"):
+        cmd_prompts(cli(["prompts", "--anomaly", files["anomaly"], "--mask",
+                         files["small_png"]]))
+    out = cmd_prompts(cli(["prompts", "--clear", "normal"]))
+    assert (out["normal_shots"], out["anomaly_prompt"]) == (0, True)
+    assert cmd_prompts(cli(["prompts", "--clear", "all"]))["anomaly_prompt"] is False

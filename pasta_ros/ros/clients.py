@@ -212,6 +212,18 @@ def _absolute(path: Path | None) -> str:
     return str(path.resolve()) if path.exists() else str(path)
 
 
+def call_once(srv_type, service: str, request, timeout: float):
+    """Call ``service`` once from a short-lived client node; PastaError unless it succeeds."""
+    client = ClientNode(f"pasta_{srv_type.__name__.lower()}_client")
+    try:
+        res = client.call(srv_type, service, request, timeout)
+    finally:
+        client.close()
+    if not res.success:
+        raise PastaError(res.message)
+    return res
+
+
 def cmd_recalibrate(args: argparse.Namespace) -> dict[str, Any]:
     from pasta_msgs.srv import Recalibrate
 
@@ -220,13 +232,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> dict[str, Any]:
                               empty_bag=_absolute(args.empty_bag), image_topic=args.topic,
                               clusters=args.clusters, ratio_threshold=args.ratio_threshold,
                               vote_threshold=args.vote_threshold)
-    client = ClientNode("pasta_recalibrate_client")
-    try:
-        res = client.call(Recalibrate, args.service, req, args.timeout)
-    finally:
-        client.close()
-    if not res.success:
-        raise PastaError(res.message)
+    res = call_once(Recalibrate, args.service, req, args.timeout)
     return {"success": True, "message": res.message, "model_id": res.model_id,
             "model_dir": res.model_dir, "clusters": len(res.clusters),
             "anomaly_clusters": [c.id for c in res.clusters if c.anomaly],
@@ -267,14 +273,7 @@ def prompts_request(args: argparse.Namespace):
 def cmd_prompts(args: argparse.Namespace) -> dict[str, Any]:
     from pasta_msgs.srv import SetPrompts
 
-    req = prompts_request(args)
-    client = ClientNode("pasta_prompts_client")
-    try:
-        res = client.call(SetPrompts, args.service, req, args.timeout)
-    finally:
-        client.close()
-    if not res.success:
-        raise PastaError(res.message)
+    res = call_once(SetPrompts, args.service, prompts_request(args), args.timeout)
     return {"success": True, "message": res.message, "normal_shots": res.normal_shots,
             "anomaly_prompt": res.anomaly_prompt}
 
