@@ -240,6 +240,9 @@ def test_compressed_input(ros, tiny_model, tmp_path):
     (["-p", "backend:=cuda_magic"], "backend: 'cuda_magic' is not one of"),
     (["-p", "clusterz:=8"], "unknown parameter(s) given to the node: clusterz"),
     (["-p", "model_dir:=/nonexistent/model"], "no usable model"),
+    (["-p", "icas_mode:=replace", "-p", "icas_checkpoint:=/nonexistent/icas.pt"],
+     "iCAS checkpoint not found: /nonexistent/icas.pt"),
+    (["-p", "icas_mode:=sometimes"], "icas_mode: 'sometimes' is not one of"),
 ])
 def test_bad_parameters_at_startup_exit_non_zero_with_a_clear_message(ros, tiny_model, tmp_path,
                                                                       args, expected):
