@@ -57,6 +57,10 @@ class PastaConfig:
                                      "clusters of a first scene-level K-Means are kept and a "
                                      "second K-Means with K clusters runs on the remaining "
                                      "patches (False = the paper's single K-Means)")
+    split_clusters: bool = _f(True, "after K-Means, split each object cluster in two and keep "
+                                    "the split where one half is absent from the reference set "
+                                    "(R < ratio_threshold): anomalies that K-Means merged with "
+                                    "targets get a cluster of their own")
     background_ratio: float = _f(0.5, "with an empty-scene set: a cluster is background when "
                                       "P_empty/P_base >= this", lo=0.0, hi=100.0)
     batch_size: int = _f(4, "images per backbone batch", lo=1, hi=256)

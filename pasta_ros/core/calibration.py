@@ -6,7 +6,8 @@ Passes over the data (every one streamed; peak memory independent of the image c
 2. scene-level MiniBatch K-Means (K) on the baseline cache; background clusters from the
    empty set (P_empty/P_base) or the border prior;
 3. with ``object_codebook``: a second K-Means (K) on the non-background baseline patches;
-   centres = background centres + object centres;
+   centres = background centres + object centres; with ``split_clusters``, object clusters
+   whose 2-means half is absent from the reference set are split (:func:`split_mixed_clusters`);
 4. cluster maps of all sets; P_baseline, P_reference; anomaly clusters where R_k < threshold;
 5. images again (decode + resize only) -> background colour model for the segmenter.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.cluster import KMeans
 from tqdm import tqdm
 
 from pasta_ros.config import PastaConfig
@@ -83,18 +85,27 @@ class CachedSet:
         self.cache.close()
 
 
+def assigned_batches(rows: FeatureCache, shapes: list[tuple[int, int, int]],
+                     centers: torch.Tensor):
+    """Yield ``(rows (n, C) float32, ids (b, h, w) int64)`` per cached batch under ``centers``."""
+    start = 0
+    for b, h, w in shapes:
+        n = b * h * w
+        chunk = rows.read(start, start + n)
+        ids = assign_clusters(torch.from_numpy(chunk).to(centers.device), centers).view(b, h, w)
+        yield chunk, ids
+        start += n
+
+
 def maps_from_cache(rows: FeatureCache, shapes: list[tuple[int, int, int]], names: list[str],
                     centers: torch.Tensor, k: int) -> SetMaps:
     """Assign cached rows batch by batch -> SetMaps."""
     out = SetMaps(counts=np.zeros(k, np.int64))
-    start, name_i = 0, 0
-    for b, h, w in shapes:
-        n = b * h * w
-        chunk = torch.from_numpy(rows.read(start, start + n))
-        ids = assign_clusters(chunk.to(centers.device), centers).view(b, h, w)
+    name_i = 0
+    for (b, _, _), (_, ids) in zip(shapes, assigned_batches(rows, shapes, centers)):
         out.add(names[name_i:name_i + b], ids)
         out.counts += cluster_counts(ids, k)
-        start, name_i = start + n, name_i + b
+        name_i += b
     return out
 
 
@@ -148,6 +159,94 @@ def object_codebook(base: CachedSet, scene: np.ndarray, background: np.ndarray,
     return centers, flags
 
 
+SPLIT_SAMPLE = 10_000   # baseline rows per cluster for its 2-means (uniform sample)
+SPLIT_MIN_SHARE = 1e-3  # a split half must hold at least this share of the baseline patches
+
+
+def _cluster_samples(base: CachedSet, centers: torch.Tensor, candidates: np.ndarray,
+                     counts: np.ndarray, seed: int) -> dict[int, np.ndarray]:
+    """Uniform samples (about SPLIT_SAMPLE rows) of each candidate cluster's baseline rows,
+    gathered in one streamed pass: ``{cluster: (m, C) float32}``."""
+    rng = np.random.default_rng(seed)
+    keep_p = np.minimum(1.0, SPLIT_SAMPLE / np.maximum(counts, 1))
+    parts: dict[int, list[np.ndarray]] = {int(j): [] for j in candidates}
+    for rows, ids in assigned_batches(base.cache, base.shapes, centers):
+        flat = ids.reshape(-1).cpu().numpy()
+        take = rng.random(flat.shape[0]) < keep_p[flat]
+        for j in parts:
+            sel = take & (flat == j)
+            if sel.any():
+                parts[j].append(rows[sel])
+    return {j: np.concatenate(p) for j, p in parts.items() if p}
+
+
+def _half_counts(cached: CachedSet, centers: torch.Tensor,
+                 halves: dict[int, torch.Tensor]) -> dict[int, np.ndarray]:
+    """Rows of each split cluster that fall in each of its two halves: ``{cluster: (2,)}``."""
+    out = {j: np.zeros(2, np.int64) for j in halves}
+    for rows, ids in assigned_batches(cached.cache, cached.shapes, centers):
+        flat = ids.reshape(-1)
+        for j, sub in halves.items():
+            sel = (flat == j).cpu().numpy()
+            if sel.any():
+                half = assign_clusters(torch.from_numpy(rows[sel]).to(sub.device), sub)
+                out[j] += np.bincount(half.cpu().numpy(), minlength=2)
+    return out
+
+
+def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
+                         background: np.ndarray, cfg: PastaConfig, device: torch.device | str
+                         ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Refine Phase 1: split object clusters whose one half never shows up in the reference.
+
+    K-Means can merge a rare anomaly material with a frequent target cluster (the merged
+    cluster then has R_k ~ 1 and no anomaly is found). Each object cluster that is not already
+    an anomaly cluster is split by a 2-means on a sample of its baseline patches; the split is
+    kept when one half has ``P_ref / P_base < ratio_threshold`` and holds at least
+    SPLIT_MIN_SHARE of the baseline patches. Kept splits replace the cluster's centre by its
+    two half centres (the second one appended), so the ratio rule of Phase 2 sees them.
+
+    centers ``(K', C) float32``, background ``(K',) bool`` -> new centres, flags, and the
+    number of clusters split.
+    """
+    k = centers.shape[0]
+    c_t = torch.from_numpy(centers).to(device)
+    base_counts = base.maps(c_t).counts
+    ref_counts = ref.maps(c_t).counts
+    p_base, p_ref = aa.distribution(base_counts), aa.distribution(ref_counts)
+    already = aa.anomaly_clusters(p_ref, p_base, cfg.ratio_threshold)
+    candidates = np.flatnonzero(~background & ~already & (p_base >= 2 * SPLIT_MIN_SHARE))
+    samples = _cluster_samples(base, c_t, candidates, base_counts, cfg.seed)
+    halves: dict[int, torch.Tensor] = {}
+    sample_share: dict[int, np.ndarray] = {}
+    for j, rows in samples.items():
+        if rows.shape[0] < 20 or np.unique(rows[:2000], axis=0).shape[0] < 2:
+            continue
+        km = KMeans(n_clusters=2, n_init=3, random_state=cfg.seed).fit(rows)
+        halves[j] = torch.from_numpy(km.cluster_centers_.astype(np.float32)).to(device)
+        sample_share[j] = np.bincount(km.labels_, minlength=2) / rows.shape[0]
+    ref_halves = _half_counts(ref, c_t, halves)
+    n_base, n_ref = max(int(base_counts.sum()), 1), max(int(ref_counts.sum()), 1)
+    new_centers, new_flags, extra, splits = centers.copy(), background.copy(), [], 0
+    for j, sub in halves.items():
+        pb = sample_share[j] * base_counts[j] / n_base   # each half's share of the baseline
+        pr = ref_halves[j] / n_ref
+        ratio = np.where(pb > 0, pr / np.maximum(pb, 1e-12), np.inf)
+        if np.any((ratio < cfg.ratio_threshold) & (pb >= SPLIT_MIN_SHARE)):
+            halves_np = sub.cpu().numpy()
+            new_centers[j] = halves_np[0]
+            extra.append(halves_np[1])
+            splits += 1
+            log.info("split cluster %d: halves P_base %.4f/%.4f, R %.3f/%.3f", j, pb[0], pb[1],
+                     ratio[0], ratio[1])
+    if extra:
+        new_centers = np.concatenate([new_centers, np.stack(extra)]).astype(np.float32)
+        new_flags = np.concatenate([new_flags, np.zeros(len(extra), bool)])
+    log.info("cluster split: %d of %d object clusters split (K' %d -> %d)", splits,
+             int((~background).sum()), k, new_centers.shape[0])
+    return new_centers, new_flags, splits
+
+
 def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet | None,
                  cfg: PastaConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """Phase 1: centres, background flags and where the background came from."""
@@ -185,6 +284,10 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
             sets.append(emp)
             emp.fill(extractor, empty, cfg.batch_size, "empty", quiet)
         centers_np, background, bg_source = fit_codebook(extractor, base, emp, cfg)
+        splits = 0
+        if cfg.split_clusters:
+            centers_np, background, splits = split_mixed_clusters(
+                base, ref, centers_np, background, cfg, extractor.device)
         centers = torch.from_numpy(centers_np).to(extractor.device)
         base_maps, ref_maps = base.maps(centers), ref.maps(centers)
         emp_maps = emp.maps(centers) if emp is not None else None
@@ -201,7 +304,7 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
              "empty_images": len(emp_maps.names) if emp_maps else 0,
              "baseline_patches": int(base_maps.counts.sum()),
              "reference_patches": int(ref_maps.counts.sum()),
-             "object_clusters": int((~background).sum()),
+             "object_clusters": int((~background).sum()), "split_clusters": splits,
              "background_clusters": int(background.sum())}
     if not anomaly.any():
         log.warning("no cluster has P_ref/P_base < %.3g: the model will report no anomalies",

@@ -1,0 +1,74 @@
+"""The cluster split refinement (``split_clusters``) on hand-made patch features."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pasta_ros.config import PastaConfig
+from pasta_ros.core import anomaly_analysis as aa
+from pasta_ros.core.calibration import CachedSet, split_mixed_clusters
+
+C, H, W = 3, 10, 10
+TARGET, ANOMALY, OTHER, TARGET_B = (np.array(v, np.float32) for v in
+                                    ([1, 0, 0], [1, 0.35, 0], [0, 0, 1], [1, -0.35, 0]))
+
+
+def cached(groups: list[tuple[np.ndarray, int]], rng: np.random.Generator) -> CachedSet:
+    """One 'image' per 100 rows: ``count`` noisy unit rows around each direction."""
+    rows = np.concatenate([d + 0.02 * rng.standard_normal((n, C)) for d, n in groups])
+    rows = rows[rng.permutation(len(rows))].astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    out = CachedSet(C)
+    for i in range(0, len(rows), H * W):
+        out.cache.append(torch.from_numpy(rows[i:i + H * W]))
+        out.shapes.append((1, H, W))
+        out.names.append(f"img{i}")
+    return out
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def ratios(base: CachedSet, ref: CachedSet, centers: np.ndarray) -> np.ndarray:
+    c = torch.from_numpy(centers)
+    return aa.cluster_ratio(aa.distribution(ref.maps(c).counts),
+                            aa.distribution(base.maps(c).counts))
+
+
+def test_a_merged_anomaly_is_split_off_and_found_by_the_ratio_rule():
+    rng = np.random.default_rng(0)
+    base = cached([(TARGET, 1200), (ANOMALY, 400), (OTHER, 400)], rng)
+    ref = cached([(TARGET, 1500), (OTHER, 500)], rng)
+    # K-Means merged target and anomaly into one centre (their mean), as in the failure case
+    centers = np.stack([unit(0.75 * unit(TARGET) + 0.25 * unit(ANOMALY)), unit(OTHER)])
+    assert not (ratios(base, ref, centers) < 0.05).any()  # the ratio rule misses it
+    new, flags, splits = split_mixed_clusters(base, ref, centers.astype(np.float32),
+                                              np.zeros(2, bool), PastaConfig(), "cpu")
+    assert splits == 1 and new.shape == (3, C) and not flags.any()
+    r = ratios(base, ref, new)
+    anomalous = np.flatnonzero(r < 0.05)
+    assert anomalous.size == 1
+    # the new anomaly centre is the anomaly direction, the other half the target's
+    assert unit(new[anomalous[0]]) @ unit(ANOMALY) > 0.99
+    for cached_set in (base, ref):
+        cached_set.close()
+
+
+def test_no_split_when_both_halves_are_in_the_reference_or_for_background():
+    rng = np.random.default_rng(1)
+    base = cached([(TARGET, 800), (TARGET_B, 800), (OTHER, 400)], rng)
+    ref = cached([(TARGET, 800), (TARGET_B, 800), (OTHER, 400)], rng)
+    centers = np.stack([unit(TARGET), unit(OTHER)]).astype(np.float32)
+    new, flags, splits = split_mixed_clusters(base, ref, centers, np.zeros(2, bool),
+                                              PastaConfig(), "cpu")
+    assert splits == 0 and np.array_equal(new, centers)
+    # a background cluster is never split, even when half of it is missing from the reference
+    base2 = cached([(TARGET, 1200), (ANOMALY, 400), (OTHER, 400)], rng)
+    merged = np.stack([unit(0.75 * unit(TARGET) + 0.25 * unit(ANOMALY)), unit(OTHER)])
+    _, _, splits = split_mixed_clusters(base2, ref, merged.astype(np.float32),
+                                        np.array([True, False]), PastaConfig(), "cpu")
+    assert splits == 0
+    for cached_set in (base, ref, base2):
+        cached_set.close()
