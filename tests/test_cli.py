@@ -112,9 +112,10 @@ def test_calibrate_from_folders(tiny_model: Path) -> None:
     stats = m["stats"]
     assert stats["baseline_images"] == 8 and stats["reference_images"] == 4
     assert stats["empty_images"] == 2 and stats["skipped_images"] == 0
-    # the centres are the kept background clusters plus K object clusters
-    assert stats["object_clusters"] == TINY_K
-    assert m["clusters"] == TINY_K + stats["background_clusters"] == len(m["p_baseline"])
+    # the centres: the kept background clusters, K object clusters, one more per split
+    assert stats["object_clusters"] == TINY_K + stats["split_clusters"]
+    assert m["clusters"] == stats["object_clusters"] + stats["background_clusters"] \
+        == len(m["p_baseline"])
     assert len(m["background_clusters"]) == stats["background_clusters"] > 0
 
 
