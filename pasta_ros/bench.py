@@ -131,16 +131,33 @@ def bench_frame(args: Namespace) -> dict:
                           folder_source(lay.empty), cfg, quiet=True)
         pipe = PastaPipeline(model, ext, build_segmenter("clusters", model, cfg), 0.1)
         frames = [img for _, img in folder_source(lay.test_images)()]
-    pipe.process(frames[0])
+        vote = _icas_vote(getattr(args, "icas", "off"),
+                          [img for _, img in folder_source(lay.reference)()][:4])
+    pipe.process(frames[0], icas=vote)
     stages: dict[str, list[float]] = {}
     for i in range(args.repeats):
-        for key, ms in pipe.process(frames[i % len(frames)]).timings.items():
+        for key, ms in pipe.process(frames[i % len(frames)], icas=vote).timings.items():
             stages.setdefault(key, []).append(ms)
     return {"bench": "frame", "backbone": cfg.backbone, "frame": "910x512",
+            "icas": getattr(args, "icas", "off"),
             "network_input": "x".join(map(str, ext.size_for(frames[0]))),
             "median_ms": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
             "p95_total_ms": round(float(np.percentile(stages["total"], 95)), 2),
             "repeats": args.repeats, **_machine()}
+
+
+def _icas_vote(mode: str, normal: list[np.ndarray]):
+    """The node's iCAS vote for ``bench frame --icas``: the shipped checkpoint, 4 normal shots
+    (targets-only frames); None for 'off'."""
+    if mode == "off":
+        return None
+    from pasta_ros.core.icas.model import default_checkpoint, load_model
+    from pasta_ros.core.icas.prompting import ICASPredictor
+    from pasta_ros.core.icas.vote import IcasVote
+
+    predictor = ICASPredictor(load_model(default_checkpoint()))
+    predictor.set_normal_prompt(normal)
+    return IcasVote(predictor, mode)
 
 
 MEMORY_CHILD = """

@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=("fusion", "frame", "memory", "backends", "ros", "icas"))
     b.add_argument("--model", type=Path, help="ros: model dir (default demo_out/model)")
     b.add_argument("--images", type=int, default=1000, help="memory: baseline images")
+    b.add_argument("--icas", choices=("off", "replace", "combine"), default="off",
+                   help="frame: also run the iCAS vote (shipped checkpoint, 4 normal shots)")
     b.add_argument("--repeats", type=int, default=50)
     b.add_argument("--json", type=Path)
 

@@ -257,6 +257,19 @@ def test_bench_fusion(run_cli, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "b.json").read_text())["outputs_equal"] is True
 
 
+def test_bench_frame_with_the_icas_vote(run_cli) -> None:
+    """The whole frame at 910x512 with the shipped iCAS checkpoint: every stage is timed."""
+    code, stdout, stderr = run_cli(["-q", "bench", "frame", "--repeats", "1", "--icas",
+                                    "combine"])
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    stages = result["median_ms"]
+    assert result["icas"] == "combine" and result["network_input"] == "912x512"
+    assert {"preprocess", "backbone", "assign", "icas", "segment", "fusion"} <= stages.keys()
+    assert all(v >= 0 for v in stages.values())
+    assert stages["total"] >= stages["backbone"] + stages["icas"]
+
+
 # --------------------------------------------------------------------------- user errors
 
 
