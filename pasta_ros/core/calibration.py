@@ -166,7 +166,8 @@ SPLIT_MIN_SHARE = 1e-3  # a split half must hold at least this share of the base
 def _cluster_samples(base: CachedSet, centers: torch.Tensor, candidates: np.ndarray,
                      counts: np.ndarray, seed: int) -> dict[int, np.ndarray]:
     """Uniform samples (about SPLIT_SAMPLE rows) of each candidate cluster's baseline rows,
-    gathered in one streamed pass: ``{cluster: (m, C) float32}``."""
+    gathered in one streamed pass: ``{cluster: (m, C) float16}`` (at most K * SPLIT_SAMPLE
+    rows whatever the number of images)."""
     rng = np.random.default_rng(seed)
     keep_p = np.minimum(1.0, SPLIT_SAMPLE / np.maximum(counts, 1))
     parts: dict[int, list[np.ndarray]] = {int(j): [] for j in candidates}
@@ -176,7 +177,7 @@ def _cluster_samples(base: CachedSet, centers: torch.Tensor, candidates: np.ndar
         for j in parts:
             sel = take & (flat == j)
             if sel.any():
-                parts[j].append(rows[sel])
+                parts[j].append(rows[sel].astype(np.float16))  # as in the cache: half the RAM
     return {j: np.concatenate(p) for j, p in parts.items() if p}
 
 
@@ -219,7 +220,8 @@ def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
     samples = _cluster_samples(base, c_t, candidates, base_counts, cfg.seed)
     halves: dict[int, torch.Tensor] = {}
     sample_share: dict[int, np.ndarray] = {}
-    for j, rows in samples.items():
+    for j, half_rows in samples.items():
+        rows = half_rows.astype(np.float32)
         if rows.shape[0] < 20 or np.unique(rows[:2000], axis=0).shape[0] < 2:
             continue
         km = KMeans(n_clusters=2, n_init=3, random_state=cfg.seed).fit(rows)
