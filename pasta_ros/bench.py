@@ -151,11 +151,10 @@ def _icas_vote(mode: str, normal: list[np.ndarray]):
     (targets-only frames); None for 'off'."""
     if mode == "off":
         return None
-    from pasta_ros.core.icas.model import default_checkpoint, load_model
     from pasta_ros.core.icas.prompting import ICASPredictor
     from pasta_ros.core.icas.vote import IcasVote
 
-    predictor = ICASPredictor(load_model(default_checkpoint()))
+    predictor = ICASPredictor.from_checkpoint()
     predictor.set_normal_prompt(normal)
     return IcasVote(predictor, mode)
 

@@ -141,7 +141,7 @@ def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout):
     description of it for the results; (None, None) when ``--icas off``."""
     if getattr(args, "icas", "off") == "off":
         return None, None
-    from pasta_ros.core.icas.model import default_checkpoint, load_model
+    from pasta_ros.core.icas.model import default_checkpoint
     from pasta_ros.core.icas.prompting import ICASPredictor
     from pasta_ros.core.icas.vote import IcasVote
     from pasta_ros.data.images import list_images, read_image
@@ -152,7 +152,7 @@ def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout):
         raise PastaError("--icas needs a prompt: --icas-shots k >= 1 normal shots and/or "
                          "--icas-anomaly-image with --icas-anomaly-mask")
     ckpt = args.icas_checkpoint or default_checkpoint()
-    predictor = ICASPredictor(load_model(ckpt))
+    predictor = ICASPredictor.from_checkpoint(ckpt)
     info = {"mode": args.icas, "checkpoint": str(ckpt), "threshold": args.icas_threshold,
             "shots": args.icas_shots}
     if args.icas_shots:

@@ -37,7 +37,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from pasta_msgs.msg import ClusterStats, InstanceArray
 from pasta_msgs.srv import Recalibrate, SetPrompts
 from pasta_ros.config import ConfigError
-from pasta_ros.core.icas.model import default_checkpoint, load_model
+from pasta_ros.core.icas.model import default_checkpoint
 from pasta_ros.core.icas.prompting import ICASPredictor
 from pasta_ros.core.icas.vote import IcasVote
 from pasta_ros.core.segmenters import build_segmenter
@@ -158,8 +158,9 @@ class PastaNode(Node):
                 s = self.settings
                 path = s.icas_checkpoint or str(default_checkpoint())
                 device = "cuda" if self.pipeline.centers.is_cuda else "cpu"
-                self.icas = ICASPredictor(load_model(path, s.icas_weights, device),
-                                          threshold=s.icas_threshold)
+                self.icas = ICASPredictor.from_checkpoint(path, weights=s.icas_weights,
+                                                          device=device,
+                                                          threshold=s.icas_threshold)
                 self.get_logger().info(f"iCAS model loaded from {path}")
             return self.icas
 

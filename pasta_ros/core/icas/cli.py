@@ -138,12 +138,11 @@ def cmd_icas_segment(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from pasta_ros.core.errors import PastaError
-    from pasta_ros.core.icas.model import load_model
     from pasta_ros.core.icas.prompting import ICASPredictor, area_mask
     from pasta_ros.data.images import list_images, read_image
 
-    pred = ICASPredictor(load_model(args.checkpoint, device=args.device),
-                         threshold=args.threshold)
+    pred = ICASPredictor.from_checkpoint(args.checkpoint, device=args.device,
+                                         threshold=args.threshold)
     if args.normal:
         pred.set_normal_prompt([read_image(p) for p in list_images(args.normal)[:args.shots]])
     if args.points or args.boxes or args.prompt_mask:

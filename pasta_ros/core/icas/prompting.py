@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,7 +31,14 @@ from pasta_ros.core.icas.matching import (
     objectness,
     semantic_score,
 )
-from pasta_ros.core.icas.model import ICASModel, describe_mismatch, load_decoder, read_checkpoint
+from pasta_ros.core.icas.model import (
+    ICASModel,
+    default_checkpoint,
+    describe_mismatch,
+    load_decoder,
+    load_model,
+    read_checkpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,14 @@ class ICASPredictor:
         self.mfm = mfm
         self.anomaly: AnomalyPrompt | None = None
         self.normal: NormalPrompt | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, *, weights: str = "",
+                        device: str = "cpu", threshold: float = 0.5) -> ICASPredictor:
+        """A predictor for a checkpoint file (None: the shipped one, :func:`default_checkpoint`);
+        ``weights``: encoder weights where the checkpoint's backbone needs them."""
+        return cls(load_model(path or default_checkpoint(), weights, device),
+                   threshold=threshold)
 
     # -- model ----------------------------------------------------------------------------
     def load_checkpoint(self, path: str, *, allow_arch_change: bool = False) -> None:
