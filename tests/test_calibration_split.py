@@ -31,6 +31,13 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def split(base: CachedSet, ref: CachedSet, centers: np.ndarray, background: np.ndarray):
+    """split_mixed_clusters with the counts of both sets under ``centers``."""
+    c = torch.from_numpy(centers.astype(np.float32))
+    return split_mixed_clusters(base, ref, centers.astype(np.float32), background,
+                                base.maps(c).counts, ref.maps(c).counts, PastaConfig(), "cpu")
+
+
 def ratios(base: CachedSet, ref: CachedSet, centers: np.ndarray) -> np.ndarray:
     c = torch.from_numpy(centers)
     return aa.cluster_ratio(aa.distribution(ref.maps(c).counts),
@@ -44,8 +51,7 @@ def test_a_merged_anomaly_is_split_off_and_found_by_the_ratio_rule():
     # K-Means merged target and anomaly into one centre (their mean), as in the failure case
     centers = np.stack([unit(0.75 * unit(TARGET) + 0.25 * unit(ANOMALY)), unit(OTHER)])
     assert not (ratios(base, ref, centers) < 0.05).any()  # the ratio rule misses it
-    new, flags, splits = split_mixed_clusters(base, ref, centers.astype(np.float32),
-                                              np.zeros(2, bool), PastaConfig(), "cpu")
+    new, flags, splits = split(base, ref, centers, np.zeros(2, bool))
     assert splits == 1 and new.shape == (3, C) and not flags.any()
     r = ratios(base, ref, new)
     anomalous = np.flatnonzero(r < 0.05)
@@ -61,14 +67,12 @@ def test_no_split_when_both_halves_are_in_the_reference_or_for_background():
     base = cached([(TARGET, 800), (TARGET_B, 800), (OTHER, 400)], rng)
     ref = cached([(TARGET, 800), (TARGET_B, 800), (OTHER, 400)], rng)
     centers = np.stack([unit(TARGET), unit(OTHER)]).astype(np.float32)
-    new, flags, splits = split_mixed_clusters(base, ref, centers, np.zeros(2, bool),
-                                              PastaConfig(), "cpu")
+    new, flags, splits = split(base, ref, centers, np.zeros(2, bool))
     assert splits == 0 and np.array_equal(new, centers)
     # a background cluster is never split, even when half of it is missing from the reference
     base2 = cached([(TARGET, 1200), (ANOMALY, 400), (OTHER, 400)], rng)
     merged = np.stack([unit(0.75 * unit(TARGET) + 0.25 * unit(ANOMALY)), unit(OTHER)])
-    _, _, splits = split_mixed_clusters(base2, ref, merged.astype(np.float32),
-                                        np.array([True, False]), PastaConfig(), "cpu")
+    _, _, splits = split(base2, ref, merged, np.array([True, False]))
     assert splits == 0
     for cached_set in (base, ref, base2):
         cached_set.close()

@@ -196,7 +196,8 @@ def _half_counts(cached: CachedSet, centers: torch.Tensor,
 
 
 def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
-                         background: np.ndarray, cfg: PastaConfig, device: torch.device | str
+                         background: np.ndarray, base_counts: np.ndarray,
+                         ref_counts: np.ndarray, cfg: PastaConfig, device: torch.device | str
                          ) -> tuple[np.ndarray, np.ndarray, int]:
     """Refine Phase 1: split object clusters whose one half never shows up in the reference.
 
@@ -207,13 +208,11 @@ def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
     SPLIT_MIN_SHARE of the baseline patches. Kept splits replace the cluster's centre by its
     two half centres (the second one appended), so the ratio rule of Phase 2 sees them.
 
-    centers ``(K', C) float32``, background ``(K',) bool`` -> new centres, flags, and the
-    number of clusters split.
+    centers ``(K', C) float32``, background ``(K',) bool``, and the ``(K',)`` baseline and
+    reference counts under ``centers`` -> new centres, flags, and the number of clusters split.
     """
     k = centers.shape[0]
     c_t = torch.from_numpy(centers).to(device)
-    base_counts = base.maps(c_t).counts
-    ref_counts = ref.maps(c_t).counts
     p_base, p_ref = aa.distribution(base_counts), aa.distribution(ref_counts)
     already = aa.anomaly_clusters(p_ref, p_base, cfg.ratio_threshold)
     candidates = np.flatnonzero(~background & ~already & (p_base >= 2 * SPLIT_MIN_SHARE))
@@ -286,12 +285,16 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
             sets.append(emp)
             emp.fill(extractor, empty, cfg.batch_size, "empty", quiet)
         centers_np, background, bg_source = fit_codebook(extractor, base, emp, cfg)
+        centers = torch.from_numpy(centers_np).to(extractor.device)
+        base_maps, ref_maps = base.maps(centers), ref.maps(centers)
         splits = 0
         if cfg.split_clusters:
             centers_np, background, splits = split_mixed_clusters(
-                base, ref, centers_np, background, cfg, extractor.device)
-        centers = torch.from_numpy(centers_np).to(extractor.device)
-        base_maps, ref_maps = base.maps(centers), ref.maps(centers)
+                base, ref, centers_np, background, base_maps.counts, ref_maps.counts, cfg,
+                extractor.device)
+        if splits:  # new centres: the maps are computed again under them
+            centers = torch.from_numpy(centers_np).to(extractor.device)
+            base_maps, ref_maps = base.maps(centers), ref.maps(centers)
         emp_maps = emp.maps(centers) if emp is not None else None
     finally:
         for cached in sets:
