@@ -70,3 +70,15 @@ def tiny_model(tiny_steel: DatasetLayout, tmp_path_factory: pytest.TempPathFacto
     assert code == 0, stderr
     assert json.loads(stdout)["model"] == str(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def ros(request: pytest.FixtureRequest):
+    """This module's ROS side: a RosSession (leased ROS_DOMAIN_ID, loopback-only discovery)
+    and a client node in it, closed when the module's tests end."""
+    from pasta_ros.ros.testing import RosSession
+
+    name = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    session = RosSession(f"pasta_test_{name}_client")
+    yield session
+    session.close()

@@ -27,7 +27,6 @@ from pasta_ros.data.synth import render_scene  # noqa: E402
 from pasta_ros.ros.convert import labels_from_msg  # noqa: E402
 from pasta_ros.ros.testing import (  # noqa: E402
     Outputs,
-    RosSession,
     handshake,
     image_msg,
     running_node,
@@ -68,13 +67,6 @@ def files(tmp_path_factory) -> dict:
     out["bag"] = root / "prompt_bag"
     write_bag_images(out["bag"], "/prompt/image", [scene(s)[0] for s in range(60, 64)])
     return out
-
-
-@pytest.fixture(scope="module")
-def ros():
-    session = RosSession("pasta_test_icas_client")
-    yield session
-    session.close()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from pasta_ros.data.synth import render_scene  # noqa: E402
 from pasta_ros.ros.convert import labels_from_msg, mask_from_msg  # noqa: E402
 from pasta_ros.ros.testing import (  # noqa: E402
     Outputs,
-    RosSession,
     compressed_msg,
     get_parameters,
     handshake,
@@ -40,13 +39,6 @@ _stamps = itertools.count(1_000_000_000_000)
 
 def next_stamp() -> int:
     return next(_stamps) * 1000 + 123
-
-
-@pytest.fixture(scope="module")
-def ros():
-    session = RosSession("pasta_test_node_client")
-    yield session
-    session.close()
 
 
 @pytest.fixture(scope="module")

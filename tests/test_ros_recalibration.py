@@ -21,7 +21,6 @@ from pasta_ros.data.bags import BagWriter, write_bag_images  # noqa: E402
 from pasta_ros.data.synth import render_scene  # noqa: E402
 from pasta_ros.ros.testing import (  # noqa: E402
     Outputs,
-    RosSession,
     handshake,
     image_msg,
     running_node,
@@ -53,13 +52,6 @@ def bags(tiny_steel, tmp_path_factory) -> dict[str, Path]:
         w.add_topic(BAG_TOPIC, "sensor_msgs/msg/Image")
     out["corrupt"].write_bytes(np.random.default_rng(0).bytes(4096))
     return out
-
-
-@pytest.fixture(scope="module")
-def ros():
-    session = RosSession("pasta_test_recal_client")
-    yield session
-    session.close()
 
 
 @pytest.fixture(scope="module")
