@@ -24,6 +24,7 @@ from sklearn.cluster import KMeans
 
 from pasta_ros.core.clustering import assign_clusters
 from pasta_ros.core.fusion import fuse
+from pasta_ros.core.timing import median_ms
 from pasta_ros.export.bench import bench_backends  # noqa: F401 - `pasta bench backends`
 from pasta_ros.ros.bench import bench_ros  # noqa: F401 - `pasta bench ros`
 
@@ -32,16 +33,6 @@ def _machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d")}
-
-
-def _timeit(fn, repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(samples))
 
 
 def synthetic_instances(height: int, width: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -101,7 +92,7 @@ def bench_fusion(args: Namespace) -> dict:
         return reference_fusion(rows.numpy(), km, anomaly, ids, grid, 0.1)
 
     same = np.array_equal(ours().labels, ref()[0])
-    t_ours, t_ref = _timeit(ours, args.repeats), _timeit(ref, max(5, args.repeats // 5))
+    t_ours, t_ref = median_ms(ours, args.repeats), median_ms(ref, max(5, args.repeats // 5))
     return {"bench": "fusion", "size": f"{w}x{h}", "instances": int(ids.max()), "k": k,
             "channels": c, "ours_ms": round(t_ours, 3), "reference_ms": round(t_ref, 3),
             "speedup": round(t_ref / t_ours, 1), "outputs_equal": bool(same), **_machine()}

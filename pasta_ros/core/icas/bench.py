@@ -8,7 +8,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pasta_ros.core.icas.data import DEFECTS, HELDOUT_TEXTURES, write_benchmark
@@ -16,6 +15,7 @@ from pasta_ros.core.icas.evaluate import evaluate
 from pasta_ros.core.icas.model import ICASModel, load_model
 from pasta_ros.core.icas.prompting import AnomalyPrompt, NormalPrompt, score_anomaly, score_normal
 from pasta_ros.core.preprocess import network_size
+from pasta_ros.core.timing import median_ms
 
 TARGETS = {"anomaly_prompt_miou": 50.0, "normal_prompt_auroc_k4": 95.0, "decoder_ms_518": 50.0}
 
@@ -33,16 +33,6 @@ def write_heldout(root: Path, *, size: int = 224, n_reference: int = 8, n_test: 
     return roots
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
-
-
 def decoder_latency(model: ICASModel, frame: tuple[int, int] = (518, 518), repeats: int = 30
                     ) -> dict:
     """Median ms per frame of everything after the encoder (GQS, decoder, S + S_mfm) for an
@@ -55,8 +45,8 @@ def decoder_latency(model: ICASModel, frame: tuple[int, int] = (518, 518), repea
     npr = NormalPrompt(model.arch.backbone, model.arch.input_size, tok,
                        torch.randn(4 * model.arch.decoder.queries, c))
     out = {"grid": [h // model.stride, w // model.stride], "threads": torch.get_num_threads(),
-           "anomaly_prompt_ms": _median_ms(lambda: score_anomaly(model, feats, ap), repeats),
-           "normal_prompt_ms": _median_ms(lambda: score_normal(model, feats, npr), repeats)}
+           "anomaly_prompt_ms": median_ms(lambda: score_anomaly(model, feats, ap), repeats),
+           "normal_prompt_ms": median_ms(lambda: score_normal(model, feats, npr), repeats)}
     try:
         import onnxruntime as ort
 
@@ -67,7 +57,7 @@ def decoder_latency(model: ICASModel, frame: tuple[int, int] = (518, 518), repea
             names = [i.name for i in sess.get_inputs()]
             feed = {n: t.numpy() for n, t in zip(names, example_inputs(model, tuple(out["grid"]),
                                                                        1, 1))}
-            out["onnxruntime_decoder_ms"] = _median_ms(lambda: sess.run(None, feed), repeats)
+            out["onnxruntime_decoder_ms"] = median_ms(lambda: sess.run(None, feed), repeats)
     except Exception as exc:  # noqa: BLE001 - the torch numbers stand on their own
         out["onnxruntime_error"] = str(exc)
     return out
