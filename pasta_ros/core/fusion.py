@@ -137,6 +137,7 @@ def fuse(instance_ids: np.ndarray | torch.Tensor, anomaly_patches: np.ndarray | 
     Returns labels ``(H, W) uint8`` {0 background, 1 target, 2 anomaly} and the instances.
     """
     on_gpu = isinstance(anomaly_patches, torch.Tensor) and anomaly_patches.is_cuda
+    compiled = cpu_kernels.AVAILABLE if compiled is None else compiled
     if on_gpu:
         ids = torch.as_tensor(instance_ids, device=anomaly_patches.device).long()
         n = int(ids.max()) if ids.numel() else 0
@@ -160,11 +161,9 @@ def fuse(instance_ids: np.ndarray | torch.Tensor, anomaly_patches: np.ndarray | 
 
 
 def _cpu_stats(ids: np.ndarray, patches: np.ndarray, n: int,
-               compiled: bool | None) -> dict[str, np.ndarray]:
+               compiled: bool) -> dict[str, np.ndarray]:
     """Per-instance stats on the CPU: one compiled pass, or the numpy histogram path."""
     height, width = ids.shape
-    if compiled is None:
-        compiled = cpu_kernels.AVAILABLE
     if not compiled:
         ids = ids.astype(np.intp, copy=False)
         return summarize(*instance_histograms(ids, _upsample_np(patches, height, width), n))
@@ -172,8 +171,7 @@ def _cpu_stats(ids: np.ndarray, patches: np.ndarray, n: int,
     rows = np.arange(height, dtype=np.intp) * h // height
     cols = np.arange(width, dtype=np.intp) * w // width
     s = cpu_kernels.instance_stats(np.ascontiguousarray(ids),
-                                      np.ascontiguousarray(patches, dtype=np.uint8),
-                                      rows, cols, n)
+                                   np.ascontiguousarray(patches, dtype=np.uint8), rows, cols, n)
     areas = s[:, 0]
     safe = np.maximum(areas, 1)
     present = areas > 0
@@ -183,16 +181,16 @@ def _cpu_stats(ids: np.ndarray, patches: np.ndarray, n: int,
     return {"areas": areas, "shares": shares, "boxes": boxes, "centroids": centroids}
 
 
-def _paint(ids, cls: np.ndarray, boxes: np.ndarray, compiled: bool | None = None) -> np.ndarray:
+def _paint(ids, cls: np.ndarray, boxes: np.ndarray, compiled: bool) -> np.ndarray:
     """``(H, W)`` ids -> ``(H, W) uint8`` class labels through the per-instance table.
 
     boxes: ``(n+1, 4)`` (x0, y0, x1, y1), -1 for absent ids, as from :func:`summarize`.
     """
     if isinstance(ids, torch.Tensor):
         return torch.from_numpy(cls).to(ids.device)[ids].cpu().numpy()
-    if cpu_kernels.AVAILABLE if compiled is None else compiled:
+    if compiled:
         return cpu_kernels.paint_boxes(np.ascontiguousarray(ids), cls,
-                                          np.ascontiguousarray(boxes, dtype=np.int64))
+                                       np.ascontiguousarray(boxes, dtype=np.int64))
     if cls.shape[0] <= 256:  # cv2.LUT on uint8 ids is several times faster than fancy indexing
         table = np.zeros(256, np.uint8)
         table[:cls.shape[0]] = cls
