@@ -158,9 +158,9 @@ class PastaNode(Node):
                 s = self.settings
                 path = s.icas_checkpoint or str(default_checkpoint())
                 device = "cuda" if self.pipeline.centers.is_cuda else "cpu"
+                # the vote's threshold is icas_threshold, read per frame (_icas_vote)
                 self.icas = ICASPredictor.from_checkpoint(path, weights=s.icas_weights,
-                                                          device=device,
-                                                          threshold=s.icas_threshold)
+                                                          device=device)
                 self.get_logger().info(f"iCAS model loaded from {path}")
             return self.icas
 
