@@ -164,8 +164,14 @@ def recalibrate_live(session, outputs, player, bags: dict, rate: float) -> dict:
 
 def run(out: Path, n_frames: int, rate: float, seed: int) -> dict:
     from pasta_ros.ros.clients import BagPlayer
-    from pasta_ros.ros.launch_args import node_command
-    from pasta_ros.ros.testing import Outputs, RosSession, handshake, image_msg, running_node
+    from pasta_ros.testing.launch_args import node_command
+    from pasta_ros.testing.ros_session import (
+        Outputs,
+        RosSession,
+        handshake,
+        image_msg,
+        running_node,
+    )
 
     model = out / "model"
     meta = json.loads((out / "data" / "meta.json").read_text())

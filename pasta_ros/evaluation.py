@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pasta_ros.config import PastaConfig
 from pasta_ros.core.calibration import calibrate
+from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.features import FeatureExtractor
 from pasta_ros.core.metrics import ConfusionMatrix, binary_iou, image_auroc, mean_std
 from pasta_ros.core.segmenters import build_segmenter

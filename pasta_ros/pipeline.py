@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import torch
 
-from pasta_ros.config import PastaConfig
 from pasta_ros.core.backbones import build_backbone, weights_fingerprint
 from pasta_ros.core.clustering import assign_clusters
+from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.errors import ModelError
 from pasta_ros.core.features import FeatureExtractor, resolve_device
 from pasta_ros.core.fusion import Instance, fuse, upsample_nearest

@@ -76,7 +76,7 @@ def tiny_model(tiny_steel: DatasetLayout, tmp_path_factory: pytest.TempPathFacto
 def ros(request: pytest.FixtureRequest):
     """This module's ROS side: a RosSession (leased ROS_DOMAIN_ID, loopback-only discovery)
     and a client node in it, closed when the module's tests end."""
-    from pasta_ros.ros.testing import RosSession
+    from pasta_ros.testing.ros_session import RosSession
 
     name = request.module.__name__.rpartition(".")[2].removeprefix("test_")
     session = RosSession(f"pasta_test_{name}_client")

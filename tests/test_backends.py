@@ -293,7 +293,7 @@ def test_tensorrt_fused_cluster_map_on_gpu(tmp_path):  # pragma: no cover
 # --- pipeline and CLI wiring (active once the config fields are merged) -------------------
 
 def _wired() -> bool:
-    from pasta_ros.config import PastaConfig
+    from pasta_ros.core.config import PastaConfig
 
     return hasattr(PastaConfig, "fused_graph") and hasattr(PastaConfig, "engine_dir")
 
@@ -304,7 +304,7 @@ needs_wiring = pytest.mark.skipif(not _wired(), reason="backend config fields no
 @needs_wiring
 @pytest.mark.parametrize("fused", [False, True], ids=["features", "fused"])
 def test_pipeline_onnxruntime_matches_torch(tiny_model, tiny_steel, tmp_path, fused):
-    from pasta_ros.config import PastaConfig
+    from pasta_ros.core.config import PastaConfig
     from pasta_ros.data.images import list_images, read_image
     from pasta_ros.pipeline import PastaPipeline
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pasta_ros.config import PastaConfig
 from pasta_ros.core import anomaly_analysis as aa
 from pasta_ros.core.calibration import CachedSet, split_mixed_clusters
+from pasta_ros.core.config import PastaConfig
 
 C, H, W = 3, 10, 10
 TARGET, ANOMALY, OTHER, TARGET_B = (np.array(v, np.float32) for v in

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from pasta_ros.config import ConfigError, PastaConfig
 from pasta_ros.core import anomaly_analysis as aa
 from pasta_ros.core.clustering import (
     FeatureCache,
@@ -15,6 +14,7 @@ from pasta_ros.core.clustering import (
     cluster_counts,
     fit_kmeans,
 )
+from pasta_ros.core.config import ConfigError, PastaConfig
 from pasta_ros.core.errors import CalibrationError
 from pasta_ros.core.fusion import ANOMALY, TARGET, fuse
 from pasta_ros.core.metrics import ConfusionMatrix, image_auroc

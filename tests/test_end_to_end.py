@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from pasta_ros.config import PastaConfig
 from pasta_ros.core.backbones import build_backbone
 from pasta_ros.core.calibration import calibrate
+from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.features import FeatureExtractor
 from pasta_ros.core.metrics import ConfusionMatrix
 from pasta_ros.core.model_io import CalibratedModel, load_model

@@ -101,15 +101,15 @@ def test_fused_graph_rejects_centres_of_another_width(lite0):
 
 
 def _export_parser() -> argparse.ArgumentParser:
-    from pasta_ros.export.cli import add_export_parser
+    from pasta_ros.cli.export import register
 
     ap = argparse.ArgumentParser(prog="pasta")
-    add_export_parser(ap.add_subparsers(dest="command"))
+    register(ap.add_subparsers(dest="command"))
     return ap
 
 
 def test_cmd_export_writes_onnx_and_report(tmp_path, capsys):
-    from pasta_ros.export.cli import cmd_export
+    from pasta_ros.cli.export import cmd_export
 
     args = _export_parser().parse_args(["export", "--backbone", "dinov2_vits14", "--tiny",
                                         "--input-size", "56x42", "--out", str(tmp_path)])
@@ -123,7 +123,7 @@ def test_cmd_export_writes_onnx_and_report(tmp_path, capsys):
 def test_cmd_export_tensorrt_without_tensorrt_names_what_is_missing(tmp_path, monkeypatch):
     import sys
 
-    from pasta_ros.export.cli import cmd_export
+    from pasta_ros.cli.export import cmd_export
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
     args = _export_parser().parse_args(["export", "--backbone", "dinov2_vits14", "--tiny",
@@ -134,7 +134,7 @@ def test_cmd_export_tensorrt_without_tensorrt_names_what_is_missing(tmp_path, mo
 
 
 def test_cmd_export_with_nothing_to_do(tmp_path):
-    from pasta_ros.export.cli import cmd_export
+    from pasta_ros.cli.export import cmd_export
 
     args = _export_parser().parse_args(["export", "--out", str(tmp_path)])
     with pytest.raises(PastaError, match="nothing to export"):
@@ -142,8 +142,8 @@ def test_cmd_export_with_nothing_to_do(tmp_path):
 
 
 def test_cmd_export_model_writes_backbone_and_fused_graph(lite0, tmp_path):
+    from pasta_ros.cli.export import cmd_export
     from pasta_ros.core.model_io import CalibratedModel, save_model
-    from pasta_ros.export.cli import cmd_export
 
     ext = FeatureExtractor(lite0, (96, 64), "cpu", color_weight=2.0)
     centers = sample_centers(ext.features([smooth_test_image(96, 64, 4)]), k=6).numpy()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pasta_ros.core.icas.export import export_decoder
 from pasta_ros.core.icas.model import ICASModel, default_arch
+from pasta_ros.export.icas_decoder import export_decoder
 
 pytest.importorskip("onnxruntime")
 SIZE = 64

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from pasta_ros.core.errors import PastaError
-from pasta_ros.core.icas.data import defect_image, sample_style, write_benchmark
-from pasta_ros.core.icas.evaluate import evaluate
 from pasta_ros.core.icas.model import ICASModel, default_arch, save_checkpoint
 from pasta_ros.core.icas.prompting import ICASPredictor, area_mask
+from pasta_ros.data.icas_synth import defect_image, sample_style, write_benchmark
+from pasta_ros.evaluation_icas import evaluate
 
 SIZE = 64
 
@@ -110,7 +110,7 @@ def test_evaluate_and_cli(model: ICASModel, tmp_path: Path) -> None:
         assert 0 <= miou <= 100 and std >= 0
     assert set(res["auroc"]["k2"]) == {"icas", "patch_knn", "gqs_mfm"}
 
-    from pasta_ros.core.icas.cli import main
+    from pasta_ros.cli import main
     ckpt = save_checkpoint(tmp_path / "m.pt", model, stage="anomaly", step=0)
     out = tmp_path / "seg"
     assert main(["-q", "icas", "segment", "--checkpoint", str(ckpt), "--images",

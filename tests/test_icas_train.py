@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from pasta_ros.core.errors import PastaError
-from pasta_ros.core.icas.data import anomaly_pair, generic_pair
 from pasta_ros.core.icas.losses import icas_loss
 from pasta_ros.core.icas.model import (
     ICASModel,
@@ -20,7 +19,14 @@ from pasta_ros.core.icas.model import (
     read_checkpoint,
     save_checkpoint,
 )
-from pasta_ros.core.icas.train import TrainConfig, forward_pairs, make_optimizer, train, train_step
+from pasta_ros.data.icas_synth import anomaly_pair, generic_pair
+from pasta_ros.training.icas_train import (
+    TrainConfig,
+    forward_pairs,
+    make_optimizer,
+    train,
+    train_step,
+)
 
 SIZE = 64
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pasta_ros.config import PastaConfig
+from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.errors import ModelError
 from pasta_ros.core.model_io import (
     ARRAYS,

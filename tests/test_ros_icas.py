@@ -25,7 +25,7 @@ from pasta_ros.core.icas.model import ICASModel, default_arch, save_checkpoint  
 from pasta_ros.data.bags import write_bag_images  # noqa: E402
 from pasta_ros.data.synth import render_scene  # noqa: E402
 from pasta_ros.ros.convert import labels_from_msg  # noqa: E402
-from pasta_ros.ros.testing import (  # noqa: E402
+from pasta_ros.testing.ros_session import (  # noqa: E402
     Outputs,
     handshake,
     image_msg,
@@ -178,12 +178,12 @@ def test_icas_parameters_are_validated(ros, outputs):
 def test_pasta_prompts_command(ros, outputs, files):
     import argparse
 
+    from pasta_ros.cli.ros import cmd_prompts, register
     from pasta_ros.core.errors import PastaError
-    from pasta_ros.ros.clients import add_ros_commands, cmd_prompts
 
     def cli(argv):
         ap = argparse.ArgumentParser()
-        add_ros_commands(ap.add_subparsers(dest="command", required=True))
+        register(ap.add_subparsers(dest="command", required=True))
         return ap.parse_args(argv + ["--service", SERVICE, "--timeout", "60"])
 
     out = cmd_prompts(cli(["prompts", "--normal", *files["normal"]]))

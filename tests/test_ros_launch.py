@@ -19,8 +19,8 @@ pytest.importorskip("pasta_msgs.msg")
 from sensor_msgs.msg import Image  # noqa: E402
 
 from pasta_ros.data.synth import render_scene  # noqa: E402
-from pasta_ros.ros.launch_args import node_command, read_launch_file  # noqa: E402
-from pasta_ros.ros.testing import (  # noqa: E402
+from pasta_ros.testing.launch_args import node_command, read_launch_file  # noqa: E402
+from pasta_ros.testing.ros_session import (  # noqa: E402
     Outputs,
     RosSession,
     get_parameters,

@@ -20,7 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from pasta_ros.data.synth import render_scene  # noqa: E402
 from pasta_ros.ros.convert import labels_from_msg, mask_from_msg  # noqa: E402
-from pasta_ros.ros.testing import (  # noqa: E402
+from pasta_ros.testing.ros_session import (  # noqa: E402
     Outputs,
     compressed_msg,
     get_parameters,
@@ -266,22 +266,22 @@ def test_sigint_and_sigterm_shut_down_cleanly(ros, tiny_model, tmp_path):
 
 
 def ros_cli(argv: list[str]):
-    """Parse ``pasta`` ROS subcommands exactly as cli.py will (add_ros_commands)."""
+    """Parse ``pasta`` ROS subcommands exactly as the pasta CLI does (cli.ros.register)."""
     import argparse
 
-    from pasta_ros.ros.clients import add_ros_commands
+    from pasta_ros.cli.ros import register
 
     ap = argparse.ArgumentParser(prog="pasta")
-    add_ros_commands(ap.add_subparsers(dest="command", required=True))
+    register(ap.add_subparsers(dest="command", required=True))
     return ap.parse_args(argv)
 
 
 def test_play_echo_and_recalibrate_commands(ros, node, outputs, camera, tmp_path, capsys):
     import threading
 
+    from pasta_ros.cli.ros import cmd_echo, cmd_play, cmd_recalibrate
     from pasta_ros.core.errors import PastaError
     from pasta_ros.data.bags import write_bag_images
-    from pasta_ros.ros.clients import cmd_echo, cmd_play, cmd_recalibrate
 
     bag = tmp_path / "bag"
     write_bag_images(bag, "/cam", [scene(7)[0], scene(8)[0]], storage="sqlite3",

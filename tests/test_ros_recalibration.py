@@ -19,13 +19,13 @@ from sensor_msgs.msg import Image  # noqa: E402
 from pasta_msgs.srv import Recalibrate  # noqa: E402
 from pasta_ros.data.bags import BagWriter, write_bag_images  # noqa: E402
 from pasta_ros.data.synth import render_scene  # noqa: E402
-from pasta_ros.ros.testing import (  # noqa: E402
+from pasta_ros.sources import folder_source  # noqa: E402
+from pasta_ros.testing.ros_session import (  # noqa: E402
     Outputs,
     handshake,
     image_msg,
     running_node,
 )
-from pasta_ros.sources import folder_source  # noqa: E402
 
 NS = "/r"
 CAMERA = "/test/recal/image"

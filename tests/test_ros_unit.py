@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("pasta_msgs.msg")
 
-from pasta_ros.config import ConfigError, PastaConfig, load_yaml_config  # noqa: E402
+from pasta_ros.core.config import ConfigError, PastaConfig, load_yaml_config  # noqa: E402
 from pasta_ros.core.fusion import Instance  # noqa: E402
 from pasta_ros.ros import convert  # noqa: E402
 from pasta_ros.ros.frames import Frame, LatestFrame  # noqa: E402
@@ -23,7 +23,7 @@ from pasta_ros.ros.params import (  # noqa: E402
     settings_from_values,
 )
 from pasta_ros.ros.recalibration import read_latest, resolve_model, write_latest  # noqa: E402
-from pasta_ros.ros.testing import compressed_msg, image_msg  # noqa: E402
+from pasta_ros.testing.ros_session import compressed_msg, image_msg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

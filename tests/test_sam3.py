@@ -107,7 +107,7 @@ def test_sam3_parts_onnx_match_torch(tmp_path):
 
 
 def _wired() -> bool:
-    from pasta_ros.config import SEGMENTER_CHOICES
+    from pasta_ros.core.config import SEGMENTER_CHOICES
 
     return "sam3" in SEGMENTER_CHOICES
 

@@ -22,7 +22,6 @@ import torch
 from sklearn.cluster import KMeans
 from tqdm import tqdm
 
-from pasta_ros.config import PastaConfig
 from pasta_ros.core import anomaly_analysis as aa
 from pasta_ros.core.clustering import (
     FeatureCache,
@@ -32,6 +31,7 @@ from pasta_ros.core.clustering import (
     fit_kmeans,
     grid_to_rows,
 )
+from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.errors import CalibrationError
 from pasta_ros.core.features import FeatureExtractor, ImageSource, prepared_images
 from pasta_ros.core.model_io import CalibratedModel

@@ -11,3 +11,9 @@ class CalibrationError(PastaError):
 
 class ModelError(PastaError):
     """A calibrated model directory is missing, corrupt, or does not match the runtime."""
+
+
+# What the CLI and the node report as one ``error:`` line (CLI exit status 2) instead of a
+# traceback: every error class of the package derives from PastaError; OSError covers missing
+# files, permissions and a full disk.
+USER_ERRORS: tuple[type[BaseException], ...] = (PastaError, OSError)

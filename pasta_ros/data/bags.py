@@ -21,6 +21,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_typestore
 
+from pasta_ros.core.errors import PastaError
 from pasta_ros.data.images import to_rgb_uint8
 from pasta_ros.data.imgmsg import (
     SUPPORTED_ENCODINGS,
@@ -44,7 +45,7 @@ IMAGE_MSGTYPES = (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE)
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 
 
-class BagError(ValueError):
+class BagError(PastaError, ValueError):
     """A bag cannot be read or written as asked; the message names the bag, topic or frame."""
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pasta_ros.core.errors import PastaError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -22,7 +24,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 
-class ImageReadError(ValueError):
+class ImageReadError(PastaError, ValueError):
     """An image cannot be read or has an unsupported shape/dtype; the message names it."""
 
 

@@ -36,7 +36,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from pasta_msgs.msg import ClusterStats, InstanceArray
 from pasta_msgs.srv import Recalibrate, SetPrompts
-from pasta_ros.config import ConfigError
+from pasta_ros.core.config import ConfigError
+from pasta_ros.core.errors import USER_ERRORS
 from pasta_ros.core.icas.model import default_checkpoint
 from pasta_ros.core.icas.prompting import ICASPredictor
 from pasta_ros.core.icas.vote import IcasVote
@@ -48,7 +49,6 @@ from pasta_ros.ros.frames import Frame, LatestFrame
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
 from pasta_ros.ros.prompts import PromptRequest, apply_request, prompt_state
 from pasta_ros.ros.recalibration import (
-    USER_ERRORS,
     Outcome,
     Recalibrator,
     Request,
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         node = PastaNode(stop)
-    except (*USER_ERRORS, ConfigError) as exc:
+    except USER_ERRORS as exc:
         print(f"pasta_node: error: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2

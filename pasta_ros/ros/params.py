@@ -2,12 +2,12 @@
 
 Two kinds of parameter, both in ``config/sorter.yaml``:
 
-- every field of :class:`~pasta_ros.config.PastaConfig` (the schema the CLI uses), with the
+- every field of :class:`~pasta_ros.core.config.PastaConfig` (the schema the CLI uses), with the
   description and range from its metadata;
 - node-only settings (:data:`NODE_PARAMS`): model and topic locations, QoS, overlay, diagnostics.
 
 :func:`settings_from_values` is the single validator: it builds a :class:`NodeSettings` (config +
-node settings) or raises :class:`~pasta_ros.config.ConfigError` naming the parameter and the
+node settings) or raises :class:`~pasta_ros.core.config.ConfigError` naming the parameter and the
 allowed range or choices. Startup and ``set_parameters`` both go through it.
 """
 
@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from pasta_ros.config import ConfigError, PastaConfig, field_specs
+from pasta_ros.core.config import ConfigError, PastaConfig, field_specs
 
 
 @dataclass(frozen=True)

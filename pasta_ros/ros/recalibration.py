@@ -21,17 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pasta_ros.config import ConfigError, PastaConfig
-from pasta_ros.core.backbones.base import BackboneError
-from pasta_ros.core.errors import ModelError, PastaError
+from pasta_ros.core.config import PastaConfig
+from pasta_ros.core.errors import USER_ERRORS, ModelError
 from pasta_ros.core.model_io import CalibratedModel, load_model
 from pasta_ros.data.bags import BagError, read_bag_images
-from pasta_ros.data.images import ImageReadError
 from pasta_ros.pipeline import PastaPipeline
 
 log = logging.getLogger(__name__)
 LATEST = "latest"
-USER_ERRORS = (ConfigError, PastaError, BackboneError, BagError, ImageReadError, OSError)
 
 
 # --------------------------------------------------------------------------- model store
@@ -154,7 +151,7 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
 
     Returns an Outcome; user errors become ``success=False`` with the reason.
     """
-    from pasta_ros.commands import make_extractor
+    from pasta_ros.calibration_job import build_extractor
     from pasta_ros.core.backbones import weights_fingerprint
     from pasta_ros.core.calibration import calibrate
     from pasta_ros.core.model_io import save_model
@@ -169,7 +166,7 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
             _check_bag("empty", req.empty_bag, req.topic, 1)
         sources = [bag_source(b, req.topic) if b else None
                    for b in (req.baseline_bag, req.reference_bag, req.empty_bag)]
-        extractor = make_extractor(ccfg)
+        extractor = build_extractor(ccfg)
         model = calibrate(extractor, sources[0], sources[1], sources[2], ccfg,
                           weights_hash=weights_fingerprint(ccfg.backbone, ccfg.weights),
                           quiet=True)

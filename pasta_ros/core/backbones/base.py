@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pasta_ros.core.errors import PastaError
 
-class BackboneError(RuntimeError):
+
+class BackboneError(PastaError, RuntimeError):
     """A backbone cannot be built or loaded; the message says what was expected where."""
 
 

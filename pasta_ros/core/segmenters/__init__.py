@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pasta_ros.config import PastaConfig
+from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.errors import PastaError
 from pasta_ros.core.segmenters.base import Segmenter
 from pasta_ros.core.segmenters.clusters import ClusterSegmenter

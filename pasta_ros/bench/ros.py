@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
+
+from pasta_ros.bench.machine import machine
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "config" / "fastdds_shm.xml"
@@ -49,15 +50,14 @@ def ensure_model(path: str | None, work: Path) -> Path:
     for candidate in (path, "demo_out/model"):
         if candidate and (Path(candidate) / "manifest.json").is_file():
             return Path(candidate)
-    from pasta_ros.cli import main as pasta
+    from pasta_ros.calibration_job import calibrate_paths
+    from pasta_ros.core.config import PastaConfig
+    from pasta_ros.data.synth import generate
 
     data, model = work / "data", work / "model"
-    if pasta(["-q", "synth", "--out", str(data), "--n-baseline", "6", "--n-reference", "3",
-              "--n-empty", "2", "--n-test", "0"]) != 0 or \
-        pasta(["-q", "calibrate", "--baseline", str(data / "baseline"), "--reference",
-               str(data / "reference"), "--empty", str(data / "empty"), "--out", str(model),
-               "--clusters", "8"]) != 0:
-        raise RuntimeError("could not calibrate a model for the benchmark")
+    generate("steel", data, seed=0, n_baseline=6, n_reference=3, n_empty=2, n_test=0)
+    calibrate_paths(PastaConfig(clusters=8), data / "baseline", data / "reference",
+                    data / "empty", model, quiet=True)
     return model
 
 
@@ -66,7 +66,7 @@ def deserialize_ms(repeats: int) -> float:
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import Image
 
-    from pasta_ros.ros.testing import image_msg
+    from pasta_ros.testing.ros_session import image_msg
 
     rgb = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     raw = serialize_message(image_msg(rgb, "rgb8", 1))
@@ -89,7 +89,7 @@ def worker(transport: str, model: str, repeats: int, flood_s: float, log_dir: st
     """One transport setting: start the node, measure, end it (runs in its own process)."""
     from pasta_ros.core.errors import PastaError
     from pasta_ros.data.synth import render_scene
-    from pasta_ros.ros.testing import (
+    from pasta_ros.testing.ros_session import (
         Outputs,
         RosSession,
         handshake,
@@ -162,7 +162,6 @@ def worker(transport: str, model: str, repeats: int, flood_s: float, log_dir: st
 
 def bench_ros(args: Namespace) -> dict:
     """Run the worker once per transport; returns the measurements (see module docstring)."""
-    import torch
 
     repeats = int(getattr(args, "repeats", 30) or 30)
     flood_s = float(getattr(args, "flood_seconds", 10.0) or 10.0)
@@ -171,7 +170,7 @@ def bench_ros(args: Namespace) -> dict:
         model = ensure_model(getattr(args, "model", None), Path(tmp))
         results = []
         for transport in transports:
-            cmd = [sys.executable, "-m", "pasta_ros.ros.bench", "--worker", transport,
+            cmd = [sys.executable, "-m", "pasta_ros.bench.ros", "--worker", transport,
                    str(model.resolve()), str(repeats), str(flood_s), tmp]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
                                   env=os.environ | transport_env(transport))
@@ -180,10 +179,7 @@ def bench_ros(args: Namespace) -> dict:
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return {"benchmark": "ros", "image": f"{WIDTH}x{HEIGHT} rgb8", "model": str(model),
             "rclpy_deserialize_1280x720_ms": deserialize_ms(50), "results": results,
-            "machine": {"cpu": platform.processor() or platform.machine(),
-                        "cores": os.cpu_count(), "python": platform.python_version(),
-                        "torch": torch.__version__, "rmw": "rmw_fastrtps_cpp (Jazzy wheels)",
-                        "date": time.strftime("%Y-%m-%d")}}
+            "machine": machine() | {"rmw": "rmw_fastrtps_cpp (Jazzy wheels)"}}
 
 
 if __name__ == "__main__":

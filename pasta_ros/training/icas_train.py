@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from pasta_ros.core.errors import PastaError
-from pasta_ros.core.icas.data import Pair, anomaly_pair, generic_pair
 from pasta_ros.core.icas.losses import LossWeights, Target, icas_loss
 from pasta_ros.core.icas.mask_pooling import prompt_tokens
 from pasta_ros.core.icas.model import (
@@ -28,6 +27,7 @@ from pasta_ros.core.icas.model import (
     read_checkpoint,
     save_checkpoint,
 )
+from pasta_ros.data.icas_synth import Pair, anomaly_pair, generic_pair
 
 log = logging.getLogger("pasta.icas.train")
 STAGES = ("generic", "anomaly")

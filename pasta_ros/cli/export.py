@@ -16,15 +16,15 @@ import json
 import logging
 from pathlib import Path
 
-from pasta_ros.cli import parse_size
+from pasta_ros.cli.args import parse_size
 from pasta_ros.core.errors import PastaError
 
 log = logging.getLogger("pasta.export")
 
 
-def add_export_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` sub-command to the ``pasta`` parser."""
-    from pasta_ros.config import BACKBONE_CHOICES
+    from pasta_ros.core.config import BACKBONE_CHOICES
 
     x = sub.add_parser("export", help="export backbones, a model's fused graph and SAM 3 to "
                                       "ONNX / TensorRT engines")
@@ -46,11 +46,12 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--opset", type=int, default=17)
     x.add_argument("--no-rebuild", action="store_true", help="tensorrt: fail instead of "
                    "rebuilding a missing or stale engine")
+    x.set_defaults(func=cmd_export)
 
 
 def _onnx_targets(args: argparse.Namespace) -> list[dict]:
     """Export the requested backbones / fused graph / SAM 3 parts; one report dict each."""
-    from pasta_ros.config import BACKBONE_CHOICES
+    from pasta_ros.core.config import BACKBONE_CHOICES
     from pasta_ros.export.onnx_export import export_backbone
 
     reports: list[dict] = []

@@ -3,19 +3,20 @@ latency (encoder excluded) at 518x518, against the issue's targets."""
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
+from argparse import Namespace
 from pathlib import Path
 
 import torch
 
-from pasta_ros.core.icas.data import DEFECTS, HELDOUT_TEXTURES, write_benchmark
-from pasta_ros.core.icas.evaluate import evaluate
+from pasta_ros.bench.machine import machine
 from pasta_ros.core.icas.model import ICASModel, load_model
 from pasta_ros.core.icas.prompting import AnomalyPrompt, NormalPrompt, score_anomaly, score_normal
 from pasta_ros.core.preprocess import network_size
 from pasta_ros.core.timing import median_ms
+from pasta_ros.data.icas_synth import DEFECTS, HELDOUT_TEXTURES, write_benchmark
+from pasta_ros.evaluation_icas import evaluate
 
 TARGETS = {"anomaly_prompt_miou": 50.0, "normal_prompt_auroc_k4": 95.0, "decoder_ms_518": 50.0}
 
@@ -50,7 +51,7 @@ def decoder_latency(model: ICASModel, frame: tuple[int, int] = (518, 518), repea
     try:
         import onnxruntime as ort
 
-        from pasta_ros.core.icas.export import example_inputs, export_decoder
+        from pasta_ros.export.icas_decoder import example_inputs, export_decoder
         with tempfile.TemporaryDirectory() as tmp:
             rep = export_decoder(model, Path(tmp) / "dec.onnx", tuple(out["grid"]))
             sess = ort.InferenceSession(rep.path, providers=["CPUExecutionProvider"])
@@ -78,8 +79,15 @@ def run_bench(checkpoint: str | Path, seeds: list[int], repeats: int = 30) -> di
            "normal_prompt_auroc_k4>=95": k4["icas"][0] >= TARGETS["normal_prompt_auroc_k4"],
            "auroc_k4_beats_patch_knn": k4["icas"][0] > k4["patch_knn"][0],
            "decoder_ms_518<=50": lat["anomaly_prompt_ms"] <= TARGETS["decoder_ms_518"]}
-    return {"checkpoint": str(checkpoint), "machine": {
-                "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                "date": time.strftime("%Y-%m-%d")},
+    return {"checkpoint": str(checkpoint), "machine": machine(),
             "heldout_textures": list(HELDOUT_TEXTURES), "eval_seconds": round(eval_s, 1),
             "quality": quality, "latency": lat, "targets_met": met}
+
+
+def bench_icas(args: Namespace) -> dict:
+    """``pasta bench icas``: quality on held-out textures + decoder latency at 518x518."""
+    from pasta_ros.core.icas.model import default_checkpoint
+
+    return run_bench(getattr(args, "checkpoint", None) or default_checkpoint(),
+                     getattr(args, "seeds", [0, 1, 2, 3, 4]),
+                     repeats=getattr(args, "repeats", 30))

@@ -11,8 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from pasta_ros.core.errors import PastaError
 
-class ConfigError(ValueError):
+
+class ConfigError(PastaError, ValueError):
     """A configuration value is out of range or of the wrong kind; the message names the field."""
 
 

@@ -1,45 +1,87 @@
-"""The CLI's command bodies (argument parsing lives in cli.py)."""
+"""`pasta synth | calibrate | segment | evaluate`: the PASTA commands."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
-import torch
-
-from pasta_ros.cli import config_from_args
-from pasta_ros.config import PastaConfig
-from pasta_ros.core.backbones import build_backbone, weights_fingerprint
-from pasta_ros.core.calibration import calibrate
-from pasta_ros.core.clustering import assign_clusters
+from pasta_ros.cli.args import add_config_args, config_from_args, parse_ints, parse_size
 from pasta_ros.core.errors import PastaError
-from pasta_ros.core.features import FeatureExtractor, resolve_device
-from pasta_ros.core.model_io import CalibratedModel, save_model
-from pasta_ros.core.report import overlay_clusters, overlay_labels, plot_distributions, write_rgb
-from pasta_ros.data.images import ReadStats
-from pasta_ros.data.layout import DatasetLayout
-from pasta_ros.export.cli import cmd_export  # noqa: F401 - `pasta export`
-from pasta_ros.pipeline import PastaPipeline
-from pasta_ros.ros.clients import (  # noqa: F401
-    cmd_echo,
-    cmd_play,
-    cmd_prompts,
-    cmd_recalibrate,
-)
-from pasta_ros.sources import bag_source, folder_source, open_source
 
-log = logging.getLogger("pasta")
+if TYPE_CHECKING:
+    from pasta_ros.data.layout import DatasetLayout
 
 
-def make_extractor(cfg: PastaConfig) -> FeatureExtractor:
-    backbone = build_backbone(cfg.backbone, cfg.weights)
-    return FeatureExtractor(backbone, (cfg.input_width, cfg.input_height),
-                            resolve_device(cfg.device), cfg.color_weight)
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add synth, calibrate, segment and evaluate to the ``pasta`` sub-parsers."""
+    _synth_parser(sub.add_parser("synth", help="generate a synthetic dataset (steel or plants)"))
+    _calibrate_parser(sub.add_parser("calibrate",
+                                     help="fit PASTA on a baseline and a reference set"))
+    _segment_parser(sub.add_parser("segment",
+                                   help="segment images or a bag with a calibrated model"))
+    _evaluate_parser(sub.add_parser(
+        "evaluate", help="Evaluations A and B on a test set, or a seed x K grid"))
+
+
+def _synth_parser(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--preset", choices=("steel", "plants"), default="steel")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=parse_size, default=(910, 512), help="image WxH")
+    for name, default in (("baseline", 80), ("reference", 40), ("empty", 12), ("test", 30)):
+        s.add_argument(f"--n-{name}", type=int, default=default)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    s.set_defaults(func=cmd_synth)
+
+
+def _calibrate_parser(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--baseline", type=Path, required=True, help="image folder or bag")
+    c.add_argument("--reference", type=Path, required=True, help="image folder or bag")
+    c.add_argument("--empty", type=Path, help="optional empty-scene folder or bag")
+    c.add_argument("--topic", help="image topic when the sets are ROS 2 bags")
+    c.add_argument("--out", type=Path, required=True, help="model directory to write")
+    add_config_args(c)
+    c.set_defaults(func=cmd_calibrate)
+
+
+def _segment_parser(g: argparse.ArgumentParser) -> None:
+    g.add_argument("--model", type=Path, required=True)
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", type=Path)
+    src.add_argument("--bag", type=Path)
+    g.add_argument("--topic", help="image topic of --bag")
+    g.add_argument("--out", type=Path, required=True)
+    add_config_args(g)
+    g.set_defaults(func=cmd_segment)
+
+
+def _evaluate_parser(e: argparse.ArgumentParser) -> None:
+    e.add_argument("--model", type=Path, help="calibrated model (with --test)")
+    e.add_argument("--test", type=Path, help="dataset root holding test/images, test/masks")
+    e.add_argument("--data", type=Path, help="dataset root: calibrate per seed and K")
+    e.add_argument("--seeds", type=parse_ints, default=[0, 1, 2, 3, 4])
+    e.add_argument("--cluster-grid", "--clusters-list", dest="cluster_grid", type=parse_ints,
+                   help="K values for --data (default: --clusters or 20)")
+    e.add_argument("--no-empty", action="store_true", help="ignore D/empty (border fallback)")
+    e.add_argument("--json", type=Path, help="write the metrics here")
+    e.add_argument("--icas", choices=("off", "replace", "combine"), default="off",
+                   help="with --model: iCAS normal prompting as the anomaly vote, instead of "
+                        "(replace) or together with (combine) the anomaly clusters")
+    e.add_argument("--icas-normal", type=Path,
+                   help="folder of normal shots (default: the dataset's reference/)")
+    e.add_argument("--icas-shots", type=int, default=4,
+                   help="normal shots k (0: no normal prompt; needs --icas-anomaly-image)")
+    e.add_argument("--icas-anomaly-image", type=Path, help="anomaly prompt image")
+    e.add_argument("--icas-anomaly-mask", type=Path,
+                   help="its anomaly mask (nonzero = anomaly, same size)")
+    e.add_argument("--icas-seed", type=int, default=0, help="which k shots (seeded draw)")
+    e.add_argument("--icas-threshold", type=float, default=0.5, help="iCAS patch threshold")
+    e.add_argument("--icas-checkpoint", type=Path, help="default: the shipped checkpoint")
+    add_config_args(e)
+    e.set_defaults(func=cmd_evaluate)
 
 
 def cmd_synth(args: argparse.Namespace) -> dict:
@@ -50,40 +92,22 @@ def cmd_synth(args: argparse.Namespace) -> dict:
     return {"dataset": str(args.out), "preset": args.preset, "seed": args.seed}
 
 
-def write_report(model: CalibratedModel, extractor: FeatureExtractor, source, out: Path,
-                 n: int = 4) -> None:
-    """Fig. 1 and cluster-map overlays of the first ``n`` baseline images under out/report."""
-    plot_distributions(model, out / "report" / "cluster_distributions.png")
-    centers = torch.from_numpy(model.centers).to(extractor.device)
-    for i, (name, image) in enumerate(source()):
-        if i >= n:
-            break
-        prepared = extractor.prepare(image)
-        cmap = assign_clusters(extractor.features([prepared]), centers)[0].cpu().numpy()
-        write_rgb(out / "report" / f"clusters_{name}.png",
-                  overlay_clusters(prepared, cmap, model.anomaly))
-
-
 def cmd_calibrate(args: argparse.Namespace) -> dict:
+    from pasta_ros.calibration_job import calibrate_paths
     cfg, _ = config_from_args(args)
-    stats = ReadStats()
-    baseline = open_source(args.baseline, args.topic, stats=stats)
-    reference = open_source(args.reference, args.topic, stats=stats)
-    empty = open_source(args.empty, args.topic, stats=stats) if args.empty else None
-    extractor = make_extractor(cfg)
-    model = calibrate(extractor, baseline, reference, empty, cfg,
-                      weights_hash=weights_fingerprint(cfg.backbone, cfg.weights),
-                      quiet=args.quiet)
-    model.stats["skipped_images"] = stats.n_skipped
-    save_model(model, args.out)
-    write_report(model, extractor, baseline, args.out)
-    return {"model": str(args.out), "model_id": model.model_id,
-            "anomaly_clusters": np.flatnonzero(model.anomaly).tolist(),
-            "background_clusters": np.flatnonzero(model.background).tolist(),
-            "background_source": model.background_source, **model.stats}
+    return calibrate_paths(cfg, args.baseline, args.reference, args.empty, args.out,
+                           topic=args.topic, quiet=args.quiet)
 
 
 def cmd_segment(args: argparse.Namespace) -> dict:
+    import cv2
+    import numpy as np
+
+    from pasta_ros.core.report import overlay_labels, write_rgb
+    from pasta_ros.data.images import ReadStats
+    from pasta_ros.pipeline import PastaPipeline
+    from pasta_ros.sources import bag_source, folder_source
+
     cfg, explicit = config_from_args(args)
     pipe = PastaPipeline.load(args.model, cfg, explicit=explicit)
     stats = ReadStats()
@@ -109,14 +133,20 @@ def cmd_segment(args: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
+    from pasta_ros.calibration_job import build_extractor
+    from pasta_ros.core.backbones import weights_fingerprint
+    from pasta_ros.data.layout import DatasetLayout
     from pasta_ros.evaluation import evaluate, evaluate_grid, format_summary, save_json
+    from pasta_ros.pipeline import PastaPipeline
+    from pasta_ros.sources import folder_source
+
     cfg, explicit = config_from_args(args)
     if args.data:
         layout = DatasetLayout.discover(args.data)
         empty = None if args.no_empty or layout.empty is None else folder_source(layout.empty)
         sources = (folder_source(layout.baseline), folder_source(layout.reference), empty)
         grid = args.cluster_grid or [cfg.clusters]
-        result = evaluate_grid(layout, cfg, make_extractor(cfg), args.seeds, grid, sources,
+        result = evaluate_grid(layout, cfg, build_extractor(cfg), args.seeds, grid, sources,
                                weights_hash=weights_fingerprint(cfg.backbone, cfg.weights),
                                quiet=args.quiet)
         result["config"] = cfg.to_dict() | {"empty_set": empty is not None}
@@ -141,6 +171,8 @@ def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout):
     description of it for the results; (None, None) when ``--icas off``."""
     if getattr(args, "icas", "off") == "off":
         return None, None
+    import numpy as np
+
     from pasta_ros.core.icas.model import default_checkpoint
     from pasta_ros.core.icas.prompting import ICASPredictor
     from pasta_ros.core.icas.vote import IcasVote
@@ -172,17 +204,3 @@ def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout):
                                      read_image(args.icas_anomaly_mask)[..., 0] > 0)
         info["anomaly_prompt"] = str(args.icas_anomaly_image)
     return IcasVote(predictor, args.icas, args.icas_threshold), info
-
-
-def cmd_bench(args: argparse.Namespace) -> dict:
-    from pasta_ros import bench
-    result = getattr(bench, f"bench_{args.what}")(args)
-    if args.json:
-        from pasta_ros.evaluation import save_json
-        save_json(args.json, result)
-    return result
-
-
-def cmd_icas(args: argparse.Namespace) -> dict:
-    from pasta_ros.core.icas.cli import cmd_icas as run
-    return run(args)

@@ -1,32 +1,16 @@
-"""``pasta icas train | segment | evaluate | export`` and ``pasta bench icas``.
+"""``pasta icas train | segment | evaluate | export``: iCAS in-context anomaly segmentation.
 
-``add_icas_commands(subparsers)`` adds the ``icas`` command to the main parser;
-``cmd_icas(args)`` dispatches on ``args.icas_command``. Also runnable on its own:
-``python -m pasta_ros.core.icas.cli icas train ...``.
+``register(subparsers)`` adds the ``icas`` command; each of its sub-commands sets its own
+handler (``set_defaults(func=...)``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from pathlib import Path
 
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    return w, h
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
+from pasta_ros.cli.args import parse_ints, parse_points, parse_size
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -40,7 +24,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, default=0.0, help="stop and save after N s")
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--input-size", type=_size, default=(224, 224))
+    p.add_argument("--input-size", type=parse_size, default=(224, 224))
     p.add_argument("--layers", type=int, default=6, help="transformer decoder layers")
     p.add_argument("--queries", type=int, default=48, help="content queries K")
     p.add_argument("--hidden", type=int, default=128)
@@ -53,7 +37,7 @@ DEFAULT_STEPS = {"generic": 400, "anomaly": 1200}
 
 def cmd_icas_train(args: argparse.Namespace) -> dict:
     from pasta_ros.core.icas.model import default_arch
-    from pasta_ros.core.icas.train import TrainConfig, train
+    from pasta_ros.training.icas_train import TrainConfig, train
 
     cfg = TrainConfig(stage=args.stage, steps=args.steps or DEFAULT_STEPS[args.stage],
                       batch=args.batch, lr=args.lr, seed=args.seed, save_every=args.save_every,
@@ -74,14 +58,6 @@ def _default_ckpt() -> Path:
 DEFAULT_CKPT = _default_ckpt()
 
 
-def _points(text: str) -> list[tuple[float, ...]]:
-    """'x,y;x,y' (or boxes 'x0,y0,x1,y1;...') -> list of float tuples."""
-    try:
-        return [tuple(float(v) for v in part.split(",")) for part in text.split(";") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'x,y;x,y' numbers, got {text!r}") from None
-
-
 def _segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT)
     p.add_argument("--images", type=Path, required=True, help="folder of images to segment")
@@ -90,9 +66,9 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=4, help="normal images used from --normal")
     p.add_argument("--prompt-image", type=Path, help="anomaly prompt image")
     p.add_argument("--prompt-mask", type=Path, help="its mask (nonzero = anomaly)")
-    p.add_argument("--points", type=_points, default=[],
+    p.add_argument("--points", type=parse_points, default=[],
                    help="clicks on --prompt-image: 'x,y;x,y'")
-    p.add_argument("--boxes", type=_points, default=[], help="boxes on --prompt-image: "
+    p.add_argument("--boxes", type=parse_points, default=[], help="boxes on --prompt-image: "
                    "'x0,y0,x1,y1;...'")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="cpu")
@@ -102,8 +78,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT)
     p.add_argument("--data", type=Path, nargs="+", required=True,
                    help="dataset roots (PASTA layout), or folders holding several")
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4])
-    p.add_argument("--shots", type=_ints, default=[2, 4, 8])
+    p.add_argument("--seeds", type=parse_ints, default=[0, 1, 2, 3, 4])
+    p.add_argument("--shots", type=parse_ints, default=[2, 4, 8])
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--json", type=Path)
 
@@ -111,26 +87,24 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT)
     p.add_argument("--out", type=Path, required=True, help="ONNX file")
-    p.add_argument("--input-size", type=_size, default=(518, 518),
+    p.add_argument("--input-size", type=parse_size, default=(518, 518),
                    help="frame WxH the graph serves (fixes the feature grid)")
     p.add_argument("--n-prompt", type=int, default=1, help="prompt tokens (0: normal prompting)")
     p.add_argument("--n-ntp", type=int, default=1, help="non-target tokens (k normal shots)")
 
 
-def add_icas_commands(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``icas {train,segment,evaluate,export}`` to the ``pasta`` subparsers."""
     icas = sub.add_parser("icas", help="iCAS in-context anomaly segmentation")
     isub = icas.add_subparsers(dest="icas_command", required=True)
-    _train_args(isub.add_parser("train", help="General-to-Specific training, one stage"))
-    _segment_args(isub.add_parser("segment", help="segment images from prompts"))
-    _evaluate_args(isub.add_parser("evaluate", help="mIoU / FB-IoU / AUROC vs baselines"))
-    _export_args(isub.add_parser("export", help="decoder -> ONNX with a parity check"))
-
-
-def add_bench_icas_args(p: argparse.ArgumentParser) -> None:
-    """Options ``pasta bench icas`` reads (the bench parser already has --repeats, --json)."""
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT, help="icas: checkpoint")
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4], help="icas: seeds")
+    for name, add_args, run, text in (
+            ("train", _train_args, cmd_icas_train, "General-to-Specific training, one stage"),
+            ("segment", _segment_args, cmd_icas_segment, "segment images from prompts"),
+            ("evaluate", _evaluate_args, cmd_icas_evaluate, "mIoU / FB-IoU / AUROC vs baselines"),
+            ("export", _export_args, cmd_icas_export, "decoder -> ONNX with a parity check")):
+        p = isub.add_parser(name, help=text)
+        add_args(p)
+        p.set_defaults(func=run)
 
 
 def cmd_icas_segment(args: argparse.Namespace) -> dict:
@@ -176,8 +150,8 @@ def dataset_roots(paths: list[Path]) -> list[Path]:
 
 def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
     from pasta_ros.core.errors import PastaError
-    from pasta_ros.core.icas.evaluate import evaluate
     from pasta_ros.core.icas.model import load_model
+    from pasta_ros.evaluation_icas import evaluate
 
     roots = dataset_roots(args.data)
     if not roots:
@@ -191,47 +165,12 @@ def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_icas_export(args: argparse.Namespace) -> dict:
-    from pasta_ros.core.icas.export import export_decoder
     from pasta_ros.core.icas.model import load_model
     from pasta_ros.core.preprocess import network_size
+    from pasta_ros.export.icas_decoder import export_decoder
 
     model = load_model(args.checkpoint)
     w, h = network_size(*args.input_size, *args.input_size, model.stride)
     grid = (h // model.stride, w // model.stride)
     return export_decoder(model, args.out, grid, n_prompt=args.n_prompt,
                           n_ntp=args.n_ntp).to_json()
-
-
-def bench_icas(args: argparse.Namespace) -> dict:
-    """``pasta bench icas``: quality on held-out textures + decoder latency at 518x518."""
-    from pasta_ros.core.icas.bench import run_bench
-    return run_bench(getattr(args, "checkpoint", DEFAULT_CKPT),
-                     getattr(args, "seeds", [0, 1, 2, 3, 4]),
-                     repeats=getattr(args, "repeats", 30))
-
-
-def cmd_icas(args: argparse.Namespace) -> dict:
-    """Dispatch ``pasta icas <command>``."""
-    return globals()[f"cmd_icas_{args.icas_command}"](args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pasta_ros.core.errors import PastaError
-
-    ap = argparse.ArgumentParser(prog="pasta")
-    ap.add_argument("-q", "--quiet", action="store_true")
-    sub = ap.add_subparsers(dest="command", required=True)
-    add_icas_commands(sub)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO)
-    try:
-        result = cmd_icas(args)
-    except PastaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2, default=float))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

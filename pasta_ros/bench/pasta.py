@@ -11,7 +11,6 @@ memory: peak RSS of calibrating N baseline images at 910x512 in a fresh process,
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -22,17 +21,10 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
+from pasta_ros.bench.machine import machine
 from pasta_ros.core.clustering import assign_clusters
 from pasta_ros.core.fusion import fuse
 from pasta_ros.core.timing import median_ms
-from pasta_ros.export.bench import bench_backends  # noqa: F401 - `pasta bench backends`
-from pasta_ros.ros.bench import bench_ros  # noqa: F401 - `pasta bench ros`
-
-
-def _machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d")}
 
 
 def synthetic_instances(height: int, width: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -95,7 +87,7 @@ def bench_fusion(args: Namespace) -> dict:
     t_ours, t_ref = median_ms(ours, args.repeats), median_ms(ref, max(5, args.repeats // 5))
     return {"bench": "fusion", "size": f"{w}x{h}", "instances": int(ids.max()), "k": k,
             "channels": c, "ours_ms": round(t_ours, 3), "reference_ms": round(t_ref, 3),
-            "speedup": round(t_ref / t_ours, 1), "outputs_equal": bool(same), **_machine()}
+            "speedup": round(t_ref / t_ours, 1), "outputs_equal": bool(same), **machine()}
 
 
 def bench_frame(args: Namespace) -> dict:
@@ -103,9 +95,9 @@ def bench_frame(args: Namespace) -> dict:
     import tempfile
     from pathlib import Path
 
-    from pasta_ros.config import PastaConfig
     from pasta_ros.core.backbones import build_backbone
     from pasta_ros.core.calibration import calibrate
+    from pasta_ros.core.config import PastaConfig
     from pasta_ros.core.features import FeatureExtractor
     from pasta_ros.core.segmenters import build_segmenter
     from pasta_ros.data.synth import generate
@@ -134,7 +126,7 @@ def bench_frame(args: Namespace) -> dict:
             "network_input": "x".join(map(str, ext.size_for(frames[0]))),
             "median_ms": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
             "p95_total_ms": round(float(np.percentile(stages["total"], 95)), 2),
-            "repeats": args.repeats, **_machine()}
+            "repeats": args.repeats, **machine()}
 
 
 def _icas_vote(mode: str, normal: list[np.ndarray]):
@@ -152,7 +144,7 @@ def _icas_vote(mode: str, normal: list[np.ndarray]):
 
 MEMORY_CHILD = """
 import resource, sys, json, numpy as np
-from pasta_ros.config import PastaConfig
+from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.backbones import build_backbone
 from pasta_ros.core.calibration import calibrate
 from pasta_ros.core.features import FeatureExtractor
@@ -185,10 +177,5 @@ def bench_memory(args: Namespace) -> dict:
         run = json.loads(out.stdout.strip().splitlines()[-1])
         run["seconds"] = round(time.perf_counter() - t0, 1)
         runs.append(run)
-    return {"bench": "memory", "size": "910x512", "runs": runs, **_machine()}
+    return {"bench": "memory", "size": "910x512", "runs": runs, **machine()}
 
-
-def bench_icas(args: Namespace) -> dict:
-    """iCAS quality and decoder latency (see pasta_ros/core/icas/cli.py)."""
-    from pasta_ros.core.icas.cli import bench_icas as run
-    return run(args)

@@ -168,14 +168,14 @@ def bench_sam3(tmp: Path, frames: list[np.ndarray], repeats: int, threads: int) 
 
 def bench_backends(args: Namespace) -> dict:
     """Run the three comparisons above; ``args.repeats`` (timed runs per side)."""
-    from pasta_ros.bench import _machine
+    from pasta_ros.bench.machine import machine
 
     repeats = max(1, int(getattr(args, "repeats", 10)))
     threads = torch.get_num_threads()
     frames = _frames(4, BENCH_SIZE)
     with tempfile.TemporaryDirectory(prefix="pasta_bench_backends_") as d:
         tmp = Path(d)
-        return {"machine": _machine(), "repeats": repeats, "threads": threads,
+        return {"machine": machine(), "repeats": repeats, "threads": threads,
                 "backbone_efficientnet_lite0": bench_backbone(tmp, frames, repeats, threads),
                 "fused_graph": bench_fused(tmp, frames, repeats, threads),
                 "sam3_tiny": bench_sam3(tmp, frames, repeats, threads)}

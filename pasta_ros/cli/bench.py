@@ -1,0 +1,35 @@
+"""`pasta bench <name>`: runs a benchmark of :data:`pasta_ros.bench.BENCHMARKS` and prints (and
+optionally writes) its JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pasta_ros.bench import BENCHMARKS, run_benchmark
+from pasta_ros.cli.args import parse_ints
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``bench`` to the ``pasta`` sub-parsers; its choices are the benchmark registry."""
+    b = sub.add_parser("bench", help=f"benchmarks: {' | '.join(BENCHMARKS)}",
+                       description="\n".join(f"{k}: {v.help}" for k, v in BENCHMARKS.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("what", choices=tuple(BENCHMARKS))
+    b.add_argument("--model", type=Path, help="ros: model dir (default demo_out/model)")
+    b.add_argument("--images", type=int, default=1000, help="memory: baseline images")
+    b.add_argument("--icas", choices=("off", "replace", "combine"), default="off",
+                   help="frame: also run the iCAS vote (shipped checkpoint, 4 normal shots)")
+    b.add_argument("--checkpoint", type=Path, help="icas: checkpoint (default: the shipped one)")
+    b.add_argument("--seeds", type=parse_ints, default=[0, 1, 2, 3, 4], help="icas: seeds")
+    b.add_argument("--repeats", type=int, default=50)
+    b.add_argument("--json", type=Path)
+    b.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> dict:
+    result = run_benchmark(args.what, args)
+    if args.json:
+        from pasta_ros.evaluation import save_json
+        save_json(args.json, result)
+    return result
