@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from pasta_ros.core.backbones import build_backbone, weights_fingerprint
-from pasta_ros.core.calibration import calibrate
 from pasta_ros.core.clustering import assign_clusters
 from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.features import FeatureExtractor, ImageSource, resolve_device
+from pasta_ros.core.methods import METHODS
 from pasta_ros.core.model_io import CalibratedModel, save_model
 from pasta_ros.core.report import overlay_clusters, plot_distributions, write_rgb
 from pasta_ros.data.images import ReadStats
@@ -50,6 +50,7 @@ def calibrate_paths(cfg: PastaConfig, baseline: Path, reference: Path, empty: Pa
     ref_src = open_source(reference, topic, stats=stats)
     empty_src = open_source(empty, topic, stats=stats) if empty else None
     extractor = build_extractor(cfg)
+    calibrate = METHODS[cfg.method].calibrate
     model = calibrate(extractor, base_src, ref_src, empty_src, cfg,
                       weights_hash=weights_fingerprint(cfg.backbone, cfg.weights), quiet=quiet)
     model.stats["skipped_images"] = stats.n_skipped

@@ -11,7 +11,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from pasta_ros.core.backbones import list_backbones
 from pasta_ros.core.errors import PastaError
+from pasta_ros.core.methods import METHODS
+from pasta_ros.core.options import Option
+from pasta_ros.core.segmenters.registry import SEGMENTERS
 
 
 class ConfigError(PastaError, ValueError):
@@ -24,19 +28,20 @@ def _f(default: Any, description: str, *, lo: float | None = None, hi: float | N
     return field(default=default, metadata=meta)
 
 
-BACKBONE_CHOICES = (
-    "efficientnet_lite0", "dinov2_vits14", "dinov3_vits16", "dinov3_convnext_tiny",
-    "clip_vit_b16", "clip_vit_b32_laion2b", "bioclip",
-)
-SEGMENTER_CHOICES = ("clusters", "sam3")
+BACKBONE_CHOICES = tuple(list_backbones())
+SEGMENTER_CHOICES = tuple(SEGMENTERS)
+METHOD_CHOICES = tuple(METHODS)
 PRECISION_CHOICES = ("fp32", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 BACKEND_CHOICES = ("torch", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
-class PastaConfig:
-    """Calibration and inference settings (PASTA §III-C/D defaults)."""
+class _SharedConfig:
+    """The fields every method and segmenter shares; :class:`PastaConfig` adds the options of
+    the registered plug-ins."""
+
+    method: str = _f("pasta", "calibration method (registry name)", choices=METHOD_CHOICES)
 
     backbone: str = _f("efficientnet_lite0", "feature backbone (registry name)",
                        choices=BACKBONE_CHOICES)
@@ -71,16 +76,9 @@ class PastaConfig:
     device: str = _f("auto", "torch device: auto picks cuda when available",
                      choices=DEVICE_CHOICES)
     backend: str = _f("torch", "inference backend", choices=BACKEND_CHOICES)
-    segmenter: str = _f("clusters", "instance segmenter: clusters (weight-free) or sam3 "
-                                    "(text-prompted SAM 3 from sam3_weights)",
-                        choices=SEGMENTER_CHOICES)
-    sam3_weights: str = _f("", "SAM 3 checkpoint folder (Hugging Face snapshot of facebook/sam3: "
-                               "config.json, model.safetensors, tokenizer files)")
-    sam3_prompt: str = _f("objects on the conveyor belt", "SAM 3 text prompt (encoded once)")
-    sam3_score_threshold: float = _f(0.5, "SAM 3: keep instances whose score exceeds this",
-                                     lo=0.0, hi=1.0)
-    sam3_nms_iou: float = _f(0.5, "SAM 3: masks overlapping a better one by more than this "
-                                  "IoU are dropped", lo=0.0, hi=1.0)
+    segmenter: str = _f("clusters", "instance segmenter: " + "; ".join(
+        f"{name} = {entry.description}" for name, entry in SEGMENTERS.items()),
+        choices=SEGMENTER_CHOICES)
     fused_graph: bool = _f(False, "onnxruntime/tensorrt: one exported graph from pixels to the "
                                   "cluster map (normalise, backbone, colour, nearest centre)")
     precision: str = _f("fp16", "TensorRT engine precision", choices=PRECISION_CHOICES)
@@ -127,6 +125,28 @@ class PastaConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def plugin_options() -> list[Option]:
+    """Every option of the registered methods and segmenters (their names must not clash with
+    the shared fields or each other)."""
+    options = [o for entry in (*METHODS.values(), *SEGMENTERS.values()) for o in entry.options]
+    shared = {f.name for f in dataclasses.fields(_SharedConfig)}
+    names = [o.name for o in options]
+    clash = sorted({n for n in names if n in shared or names.count(n) > 1})
+    if clash:
+        raise RuntimeError(f"plug-in option name(s) defined twice: {', '.join(clash)}")
+    return options
+
+
+PastaConfig = dataclasses.make_dataclass(
+    "PastaConfig",
+    [(o.name, type(o.default), _f(o.default, o.description, lo=o.lo, hi=o.hi, choices=o.choices))
+     for o in plugin_options()],
+    bases=(_SharedConfig,), frozen=True)
+PastaConfig.__module__ = __name__
+PastaConfig.__doc__ = ("Calibration and inference settings (PASTA §III-C/D defaults): the shared "
+                       "fields plus every registered plug-in's options.")
 
 
 def field_specs() -> list[dataclasses.Field]:

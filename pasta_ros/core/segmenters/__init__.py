@@ -1,33 +1,24 @@
-"""Segmenter registry: class-agnostic instance masks for Phase 3."""
+"""Class-agnostic instance masks for Phase 3; segmenters are listed in :mod:`.registry`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.errors import PastaError
 from pasta_ros.core.segmenters.base import Segmenter
-from pasta_ros.core.segmenters.clusters import ClusterSegmenter
+from pasta_ros.core.segmenters.registry import SEGMENTERS
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the config schema imports this package
+    from pasta_ros.core.config import PastaConfig
     from pasta_ros.core.model_io import CalibratedModel
 
 
 def build_segmenter(name: str, model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
-    """The segmenter called ``name`` for a calibrated model."""
-    if name == "clusters":
-        return ClusterSegmenter(model.background, model.color_log_odds, min_area=cfg.min_area)
-    if name == "sam3":
-        from pasta_ros.core.features import resolve_device
-        from pasta_ros.core.segmenters.sam3 import Sam3Segmenter
-
-        if not cfg.sam3_weights:
-            raise PastaError("segmenter sam3 needs sam3_weights: a local SAM 3 checkpoint folder "
-                             "(Hugging Face snapshot of facebook/sam3); no weights ship offline")
-        return Sam3Segmenter.from_pretrained(
-            cfg.sam3_weights, cfg.sam3_prompt, score_threshold=cfg.sam3_score_threshold,
-            nms_iou=cfg.sam3_nms_iou, min_area=cfg.min_area, device=resolve_device(cfg.device))
-    raise PastaError(f"unknown segmenter {name!r}; available: clusters, sam3")
+    """The segmenter called ``name`` (a key of ``SEGMENTERS``) for a calibrated model."""
+    entry = SEGMENTERS.get(name)
+    if entry is None:
+        raise PastaError(f"unknown segmenter {name!r}; available: {', '.join(SEGMENTERS)}")
+    return entry.build(model, cfg)
 
 
-__all__ = ["Segmenter", "ClusterSegmenter", "build_segmenter"]
+__all__ = ["SEGMENTERS", "Segmenter", "build_segmenter"]
