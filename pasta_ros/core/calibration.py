@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,11 +32,13 @@ from pasta_ros.core.clustering import (
     fit_kmeans,
     grid_to_rows,
 )
-from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.errors import CalibrationError
 from pasta_ros.core.features import FeatureExtractor, ImageSource, prepared_images
 from pasta_ros.core.model_io import CalibratedModel
 from pasta_ros.core.segmenters.color_model import ColorModelBuilder
+
+if TYPE_CHECKING:  # annotations only: the config schema imports the method registry
+    from pasta_ros.core.config import PastaConfig
 
 log = logging.getLogger(__name__)
 
