@@ -15,7 +15,7 @@ from pasta_ros.core.icas.model import (
     ICASModel,
     default_arch,
     load_decoder,
-    load_model,
+    load_icas_model,
     read_checkpoint,
     save_checkpoint,
 )
@@ -78,7 +78,7 @@ def test_checkpoint_save_load_and_resume(tmp_path: Path) -> None:
     nxt = train(TrainConfig(stage="anomaly", steps=1, batch=1), tmp_path / "a.pt", arch,
                 init=ckpt, progress=False)
     assert nxt["step"] == 1 and read_checkpoint(tmp_path / "a.pt").stage == "anomaly"
-    model = load_model(ckpt)
+    model = load_icas_model(ckpt)
     ref = read_checkpoint(ckpt).decoder_state
     assert all(torch.equal(v, ref[k]) for k, v in model.decoder.state_dict().items())
 

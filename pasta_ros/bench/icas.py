@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from pasta_ros.bench.machine import machine
-from pasta_ros.core.icas.model import ICASModel, load_model
+from pasta_ros.core.icas.model import ICASModel, load_icas_model
 from pasta_ros.core.icas.prompting import AnomalyPrompt, NormalPrompt, score_anomaly, score_normal
 from pasta_ros.core.preprocess import network_size
 from pasta_ros.core.timing import median_ms
@@ -66,7 +66,7 @@ def decoder_latency(model: ICASModel, frame: tuple[int, int] = (518, 518), repea
 
 def run_bench(checkpoint: str | Path, seeds: list[int], repeats: int = 30) -> dict:
     """Quality (20 held-out categories, ``seeds``) + latency, with targets met or not."""
-    model = load_model(checkpoint)
+    model = load_icas_model(checkpoint)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         quality = evaluate(model, write_heldout(Path(tmp)), seeds)

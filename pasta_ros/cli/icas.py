@@ -150,13 +150,13 @@ def dataset_roots(paths: list[Path]) -> list[Path]:
 
 def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
     from pasta_ros.core.errors import PastaError
-    from pasta_ros.core.icas.model import load_model
+    from pasta_ros.core.icas.model import load_icas_model
     from pasta_ros.evaluation_icas import evaluate
 
     roots = dataset_roots(args.data)
     if not roots:
         raise PastaError(f"no dataset (folder with reference/) under {args.data}")
-    res = evaluate(load_model(args.checkpoint), roots, args.seeds, tuple(args.shots),
+    res = evaluate(load_icas_model(args.checkpoint), roots, args.seeds, tuple(args.shots),
                    args.threshold, progress=not getattr(args, "quiet", False))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -165,11 +165,11 @@ def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_icas_export(args: argparse.Namespace) -> dict:
-    from pasta_ros.core.icas.model import load_model
+    from pasta_ros.core.icas.model import load_icas_model
     from pasta_ros.core.preprocess import network_size
     from pasta_ros.export.icas_decoder import export_decoder
 
-    model = load_model(args.checkpoint)
+    model = load_icas_model(args.checkpoint)
     w, h = network_size(*args.input_size, *args.input_size, model.stride)
     grid = (h // model.stride, w // model.stride)
     return export_decoder(model, args.out, grid, n_prompt=args.n_prompt,

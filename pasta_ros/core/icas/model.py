@@ -169,7 +169,7 @@ def default_checkpoint() -> Path:
     return next((c for c in candidates if c.is_file()), source_tree)
 
 
-def load_model(path: str | Path, weights: str = "", device: str = "cpu") -> ICASModel:
+def load_icas_model(path: str | Path, weights: str = "", device: str = "cpu") -> ICASModel:
     """Build the model a checkpoint describes and load its weights (eval mode)."""
     ckpt = read_checkpoint(path)
     model = ICASModel(ckpt.arch, weights)

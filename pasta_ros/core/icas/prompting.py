@@ -36,7 +36,7 @@ from pasta_ros.core.icas.model import (
     default_checkpoint,
     describe_mismatch,
     load_decoder,
-    load_model,
+    load_icas_model,
     read_checkpoint,
 )
 
@@ -161,7 +161,7 @@ class ICASPredictor:
                         device: str = "cpu", threshold: float = 0.5) -> ICASPredictor:
         """A predictor for a checkpoint file (None: the shipped one, :func:`default_checkpoint`);
         ``weights``: encoder weights where the checkpoint's backbone needs them."""
-        return cls(load_model(path or default_checkpoint(), weights, device),
+        return cls(load_icas_model(path or default_checkpoint(), weights, device),
                    threshold=threshold)
 
     # -- model ----------------------------------------------------------------------------
