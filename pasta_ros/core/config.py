@@ -14,7 +14,7 @@ from typing import Any
 from pasta_ros.core.backbones import list_backbones
 from pasta_ros.core.errors import PastaError
 from pasta_ros.core.methods import METHODS
-from pasta_ros.core.options import Option
+from pasta_ros.core.options import Option, OptionError
 from pasta_ros.core.segmenters.registry import SEGMENTERS
 
 
@@ -93,19 +93,14 @@ class _SharedConfig:
         """Check every field against its metadata; raise ConfigError naming the first bad one."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            meta = f.metadata
-            expected = type(f.default)
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-                raise ConfigError(f"{f.name}: expected {expected.__name__}, got {value!r}")
-            base = value.split(":")[0] if f.name == "backbone" else value  # layer suffix
-            if meta.get("choices") and base not in meta["choices"]:
-                allowed = ", ".join(meta["choices"])
-                raise ConfigError(f"{f.name}: {value!r} is not one of {allowed}")
-            lo, hi = meta.get("lo"), meta.get("hi")
-            if lo is not None and value < lo or hi is not None and value > hi:
-                raise ConfigError(f"{f.name}: {value!r} is outside [{lo}, {hi}]")
+            if f.name == "backbone" and isinstance(value, str):
+                value = value.split(":")[0]  # efficientnet_lite0:s8+s16 layer suffix
+            option = Option(f.name, f.default, f.metadata["description"], f.metadata.get("lo"),
+                            f.metadata.get("hi"), f.metadata.get("choices"))
+            try:
+                option.check(value)
+            except OptionError as exc:
+                raise ConfigError(str(exc)) from None
         return self
 
     def replace(self, **changes: Any) -> PastaConfig:

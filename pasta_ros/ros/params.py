@@ -18,19 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pasta_ros.core.config import ConfigError, PastaConfig, field_specs
+from pasta_ros.core.options import Option, OptionError
 
 
 @dataclass(frozen=True)
-class ParamSpec:
-    """One node-only parameter: default (its type is the parameter's type), description,
-    inclusive range for numbers, allowed strings, and whether it may change at run time."""
+class ParamSpec(Option):
+    """One node-only parameter: an :class:`Option` that may also change at run time."""
 
-    name: str
-    default: Any
-    description: str
-    lo: float | None = None
-    hi: float | None = None
-    choices: tuple[str, ...] | None = None
     dynamic: bool = False
 
 
@@ -126,16 +120,10 @@ def declarations() -> list[Declared]:
 
 
 def _check_node_value(spec: ParamSpec, value: Any) -> Any:
-    expected = type(spec.default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-        raise ConfigError(f"{spec.name}: expected {expected.__name__}, got {value!r}")
-    if spec.choices and value not in spec.choices:
-        raise ConfigError(f"{spec.name}: {value!r} is not one of {', '.join(spec.choices)}")
-    if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
-        raise ConfigError(f"{spec.name}: {value!r} is outside [{spec.lo}, {spec.hi}]")
-    return value
+    try:
+        return spec.check(value)
+    except OptionError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def settings_from_values(values: dict[str, Any]) -> NodeSettings:
