@@ -175,3 +175,16 @@ def test_fast_overlay_matches_the_report_overlay():
     cv2.circle(labels, (65, 30), 12, 2, -1)
     diff = np.abs(convert.fast_overlay(rgb, labels).astype(int) - overlay_labels(rgb, labels))
     assert diff.max() <= 1
+
+
+def test_instance_messages_carry_the_oriented_box_and_a_bounded_contour():
+    mask = np.zeros((6, 20), bool)
+    mask[1:5, 2:18] = True  # a 16 x 4 block at (x, y) = (102, 51) .. (117, 54)
+    inst = Instance(id=1, label=2, anomaly_share=0.5, bbox=(100, 50, 20, 6), area=64,
+                    centroid=(109.5, 52.5), mask=mask)
+    msg = convert.instance_msg(inst, None, max_contour_vertices=8)
+    assert (msg.obb_length, msg.obb_width, msg.obb_angle) == pytest.approx((16.0, 4.0, 0.0))
+    assert (msg.obb_center.x, msg.obb_center.y) == pytest.approx((109.5, 52.5))
+    corners = sorted((p.x, p.y) for p in msg.contour.points)
+    assert corners == [(102, 51), (102, 54), (117, 51), (117, 54)]
+    assert convert.instance_msg(inst, None, max_contour_vertices=0).contour.points == []

@@ -12,12 +12,13 @@ import array
 
 import cv2
 import numpy as np
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, Point32, Polygon
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
 from pasta_msgs.msg import Instance as InstanceMsg
 from pasta_msgs.msg import InstanceArray
 from pasta_ros.core.fusion import Instance
+from pasta_ros.core.grasp_geometry import contour_polygon, oriented_box
 from pasta_ros.core.report import LABEL_COLORS
 from pasta_ros.data.images import ImageReadError, to_rgb_uint8
 from pasta_ros.data.imgmsg import SUPPORTED_ENCODINGS, decode_compressed, image_from_msg_fields
@@ -104,24 +105,33 @@ def overlay_image(rgb: np.ndarray, labels: np.ndarray, header) -> Image:
     return rgb8_image(fast_overlay(rgb, labels), header)
 
 
-def instance_msg(inst: Instance, header) -> InstanceMsg:
-    """One :class:`~pasta_ros.core.fusion.Instance` -> ``pasta_msgs/Instance`` (mask 0/255)."""
+def instance_msg(inst: Instance, header, max_contour_vertices: int = 32) -> InstanceMsg:
+    """One :class:`~pasta_ros.core.fusion.Instance` -> ``pasta_msgs/Instance`` (mask 0/255,
+    oriented box, contour of at most ``max_contour_vertices`` points; 0 = no contour)."""
     x, y, w, h = inst.bbox
+    box = oriented_box(inst.mask, (x, y))
+    contour = Polygon()
+    if max_contour_vertices:
+        contour.points = [Point32(x=float(px), y=float(py), z=0.0) for px, py in
+                          contour_polygon(inst.mask, (x, y), max(3, max_contour_vertices))]
     return InstanceMsg(
         id=int(inst.id), class_id=int(inst.label), score=float(inst.anomaly_share),
         bbox=RegionOfInterest(x_offset=int(x), y_offset=int(y), width=int(w), height=int(h),
                               do_rectify=False),
         centroid=Point(x=float(inst.centroid[0]), y=float(inst.centroid[1]), z=0.0),
-        area=int(inst.area), mask=mono8_image(inst.mask.astype(np.uint8) * 255, header))
+        area=int(inst.area), mask=mono8_image(inst.mask.astype(np.uint8) * 255, header),
+        obb_center=Point(x=box.center[0], y=box.center[1], z=0.0), obb_length=box.length,
+        obb_width=box.width, obb_angle=box.angle, contour=contour)
 
 
 def instance_array(instances: list[Instance], header, width: int, height: int,
-                   model_id: str) -> InstanceArray:
+                   model_id: str, max_contour_vertices: int = 32) -> InstanceArray:
     """``pasta_msgs/InstanceArray`` with the source header; processing_time_ms is left 0 for
     the caller to stamp just before publishing."""
     return InstanceArray(header=header, image_width=int(width), image_height=int(height),
                          model_id=model_id,
-                         instances=[instance_msg(i, header) for i in instances])
+                         instances=[instance_msg(i, header, max_contour_vertices)
+                                    for i in instances])
 
 
 def mask_from_msg(msg: InstanceMsg) -> np.ndarray:

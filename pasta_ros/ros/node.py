@@ -139,12 +139,13 @@ class PastaNode(Node):
         h, w = frame.rgb.shape[:2]
         labels = convert.mono8_image(result.labels, frame.header)
         instances = convert.instance_array(result.instances, frame.header, w, h,
-                                           result.model_id)
+                                           result.model_id, self.settings.max_contour_vertices)
         instances.processing_time_ms = (time.perf_counter() - frame.t_received) * 1e3
         self.pub_labels.publish(labels)
         self.pub_instances.publish(instances)
         t_published = time.perf_counter()
-        if self.settings.publish_overlay:
+        # the overlay costs a few ms per frame: drawn only while someone subscribes
+        if self.settings.publish_overlay and self.pub_overlay.get_subscription_count() > 0:
             self.pub_overlay.publish(convert.overlay_image(frame.rgb, result.labels,
                                                            frame.header))
         overhead = (frame.t_converted - frame.t_received) + (t_published - t_built)

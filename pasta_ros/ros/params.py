@@ -45,6 +45,8 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               choices=("best_effort", "reliable")),
     ParamSpec("publish_overlay", True, "publish /pasta/overlay (rgb8 image with the 3-class "
               "mask blended in)", dynamic=True),
+    ParamSpec("max_contour_vertices", 32, "most points of each instance's simplified contour "
+              "in pasta_msgs/Instance.contour (0 = no contour)", lo=0, hi=4096, dynamic=True),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages",
               lo=0.05, hi=60.0),
     ParamSpec("icas_mode", "off", "iCAS (in-context anomaly segmentation from prompts set with "
