@@ -101,6 +101,15 @@ def test_frame_in_masks_and_instances_out_with_the_same_header(camera, outputs):
         assert b.x_offset <= i.centroid.x <= b.x_offset + b.width
         assert b.y_offset <= i.centroid.y <= b.y_offset + b.height
         assert i.class_id in (1, 2) and 0.0 <= i.score <= 1.0
+        # grasp geometry: the oriented box holds the mask's area, its centre lies in the bbox,
+        # and the contour (<= the default 32 points) runs inside the bbox
+        assert i.obb_length >= i.obb_width > 0  # angle: float32, so -pi/2 rounds below
+        assert -np.pi / 2 - 1e-6 <= i.obb_angle < np.pi / 2
+        assert i.obb_length * i.obb_width >= 0.9 * i.area
+        assert b.x_offset <= i.obb_center.x <= b.x_offset + b.width
+        assert 3 <= len(i.contour.points) <= 32
+        assert all(b.x_offset <= q.x < b.x_offset + b.width and
+                   b.y_offset <= q.y < b.y_offset + b.height for q in i.contour.points)
         covered[b.y_offset:b.y_offset + b.height, b.x_offset:b.x_offset + b.width] |= mask
     assert (covered == (labels > 0)).all(), "instances cover exactly the labelled pixels"
     overlay_key = (inst.header.stamp.sec, inst.header.stamp.nanosec)
