@@ -29,10 +29,12 @@ from pasta_ros.testing.ros_session import (  # noqa: E402
     running_node,
     set_parameters,
     stamp_of,
+    wait_subscribed,
 )
 
 NS = "/t"
 TOPIC = "/test/camera/image"
+INFO_TOPIC = "/test/camera/camera_info"
 W, H = 224, 128
 _stamps = itertools.count(1_000_000_000_000)
 
@@ -46,7 +48,8 @@ def node(ros, tiny_model: Path, tmp_path_factory):
     out = tmp_path_factory.mktemp("ros_node")
     args = ["-r", "__node:=pasta_node", "-r", f"__ns:={NS}", "-r", f"image:={TOPIC}",
             "-p", f"model_dir:={tiny_model}", "-p", f"models_root:={out / 'models'}",
-            "-p", "diagnostics_period:=0.2", "-p", "qos_depth:=1"]
+            "-p", "diagnostics_period:=0.2", "-p", "qos_depth:=1",
+            "-p", f"camera_info_topic:={INFO_TOPIC}"]
     with running_node(ros, args, out / "node.log", namespace=NS) as proc:
         yield proc
 
@@ -322,3 +325,55 @@ def _catch(errors: list, fn, args) -> None:
         fn(args)
     except Exception as exc:  # noqa: BLE001 - reported by the test
         errors.append(exc)
+
+
+def test_camera_info_is_paired_by_stamp_and_republished_with_the_frames_header(ros, camera,
+                                                                               outputs):
+    import threading
+
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo
+
+    got: dict = {}
+    arrived = threading.Event()
+
+    def on_info(msg):
+        got[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
+        arrived.set()
+
+    ros.client.node.create_subscription(CameraInfo, f"{NS}/pasta/camera_info", on_info,
+                                        QoSProfile(depth=10,
+                                                   reliability=ReliabilityPolicy.RELIABLE))
+    info_pub = ros.client.node.create_publisher(CameraInfo, INFO_TOPIC, 10)
+    wait_subscribed(info_pub, 20.0)
+
+    def info(stamp_ns: int, width: int, height: int) -> CameraInfo:
+        msg = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_of(stamp_ns)
+        msg.header.frame_id = "cam_optical"
+        msg.k = [200.0, 0.0, W / 2, 0.0, 200.0, H / 2, 0.0, 0.0, 1.0]
+        return msg
+
+    def publish_and_wait(msg: CameraInfo) -> dict:
+        """Publish a CameraInfo and wait until the node has it (CameraInfo leads the image)."""
+        n = outputs.wait_diagnostics(lambda v: "camera_info_received" in v, 10.0)
+        info_pub.publish(msg)
+        return outputs.wait_diagnostics(
+            lambda v: v["camera_info_received"] > n["camera_info_received"], 10.0)
+
+    rgb, _ = scene(5)
+    stamp = next_stamp()
+    publish_and_wait(info(stamp + 1_000_000, W, H))  # 1 ms off: within the 50 ms slop
+    frame = image_msg(rgb, "rgb8", stamp, frame_id="cam_optical")
+    send(camera, outputs, frame)
+    key = (frame.header.stamp.sec, frame.header.stamp.nanosec)
+    assert outputs.wait(lambda: key in got, 10.0), "pasta/camera_info for the frame"
+    assert got[key].header.frame_id == "cam_optical" and list(got[key].k)[0] == 200.0
+
+    stamp = next_stamp()
+    before = publish_and_wait(info(stamp, W * 2, H * 2))  # another size: counted, not sent
+    send(camera, outputs, image_msg(rgb, "rgb8", stamp))
+    after = outputs.wait_diagnostics(
+        lambda v: v["camera_info_size_mismatch"] > before["camera_info_size_mismatch"], 10.0)
+    assert after["camera_info_size_mismatch"] == before["camera_info_size_mismatch"] + 1
+    assert stamp_of(stamp) not in got

@@ -188,3 +188,25 @@ def test_instance_messages_carry_the_oriented_box_and_a_bounded_contour():
     corners = sorted((p.x, p.y) for p in msg.contour.points)
     assert corners == [(102, 51), (102, 54), (117, 51), (117, 54)]
     assert convert.instance_msg(inst, None, max_contour_vertices=0).contour.points == []
+
+
+def test_camera_info_cache_pairs_the_nearest_stamp_within_the_slop():
+    from types import SimpleNamespace
+
+    from pasta_ros.ros.camera_info import CameraInfoCache
+
+    def msg(ns: int, w: int = 64, h: int = 48):
+        stamp = SimpleNamespace(sec=ns // 10**9, nanosec=ns % 10**9)
+        return SimpleNamespace(header=SimpleNamespace(stamp=stamp), width=w, height=h)
+
+    cache = CameraInfoCache(slop_s=0.05, depth=3)
+    for ns in (1_000_000_000, 1_100_000_000, 1_200_000_000):
+        cache.put(msg(ns))
+    found, _ = cache.match(msg(1_090_000_000).header, 64, 48)  # 10 ms from 1.1 s
+    assert found is not None and found.header.stamp.nanosec == 100_000_000
+    assert cache.match(msg(1_400_000_000).header, 64, 48)[0] is None  # 200 ms away
+    found, why = cache.match(msg(1_200_000_000).header, 640, 480)
+    assert found is None and "64x48 but the image is 640x480" in why
+    cache.put(msg(1_300_000_000))  # depth 3: 1.0 s is evicted
+    assert cache.match(msg(1_000_000_000).header, 64, 48)[0] is None
+    assert cache.counts == {"received": 4, "matched": 1, "unmatched": 2, "size_mismatch": 1}

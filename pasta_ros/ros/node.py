@@ -19,6 +19,7 @@ Run: ``pasta_node --ros-args --params-file config/sorter.yaml -p model_dir:=MODE
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import sys
@@ -32,7 +33,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from pasta_msgs.msg import ClusterStats, InstanceArray
 from pasta_msgs.srv import Recalibrate, SetPrompts
@@ -44,6 +45,7 @@ from pasta_ros.core.icas.vote import IcasVote
 from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.ros import convert
+from pasta_ros.ros.camera_info import CameraInfoCache
 from pasta_ros.ros.diagnostics import DiagnosticsPublisher
 from pasta_ros.ros.frames import Frame, LatestFrame
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
@@ -98,6 +100,15 @@ class PastaNode(Node):
         self.pub_labels = self.create_publisher(Image, "pasta/segmentation", 5)
         self.pub_instances = self.create_publisher(InstanceArray, "pasta/anomaly_masks", 5)
         self.pub_overlay = self.create_publisher(Image, "pasta/overlay", 2)
+        self.camera_info: CameraInfoCache | None = None
+        if s.camera_info_topic:
+            self.camera_info = CameraInfoCache(s.camera_info_slop)
+            self.sub_info = self.create_subscription(
+                CameraInfo, s.camera_info_topic, self.camera_info.put,
+                QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                           reliability=ReliabilityPolicy.BEST_EFFORT),
+                callback_group=MutuallyExclusiveCallbackGroup())
+            self.pub_info = self.create_publisher(CameraInfo, "pasta/camera_info", 5)
         self.srv = self.create_service(Recalibrate, "pasta/recalibrate", self._on_recalibrate,
                                        callback_group=ReentrantCallbackGroup())
         self.srv_prompts = self.create_service(SetPrompts, "pasta/set_prompts",
@@ -143,6 +154,8 @@ class PastaNode(Node):
         instances.processing_time_ms = (time.perf_counter() - frame.t_received) * 1e3
         self.pub_labels.publish(labels)
         self.pub_instances.publish(instances)
+        if self.camera_info is not None:
+            self._publish_camera_info(frame.header, w, h)
         t_published = time.perf_counter()
         # the overlay costs a few ms per frame: drawn only while someone subscribes
         if self.settings.publish_overlay and self.pub_overlay.get_subscription_count() > 0:
@@ -150,6 +163,18 @@ class PastaNode(Node):
                                                            frame.header))
         overhead = (frame.t_converted - frame.t_received) + (t_published - t_built)
         self.frames.done((time.perf_counter() - frame.t_received) * 1e3, overhead * 1e3)
+
+    def _publish_camera_info(self, header, width: int, height: int) -> None:
+        """The CameraInfo paired with this frame, restamped with its header; a missing or
+        mismatched one is counted (diagnostics) and warned about, never published."""
+        info, why = self.camera_info.match(header, width, height)
+        if info is None:
+            self.get_logger().warning(f"pasta/camera_info not published: {why}",
+                                      throttle_duration_sec=5.0)
+            return
+        out = copy.copy(info)  # the cached message may pair with another frame too
+        out.header = header
+        self.pub_info.publish(out)
 
     # ------------------------------------------------------------------ iCAS
     def _icas_predictor(self) -> ICASPredictor:
@@ -199,7 +224,9 @@ class PastaNode(Node):
             "model_id": self.pipeline.model.model_id, "model_dir": str(self.model_dir),
             "recalibrating": self.recalibrator.running,
             "icas_mode": self.settings.icas_mode, "vote": self.last_vote,
-            **prompt_state(self.icas)}
+            **prompt_state(self.icas),
+            **({f"camera_info_{k}": v for k, v in self.camera_info.counts.items()}
+               if self.camera_info is not None else {})}
 
     def _publish_diagnostics(self) -> None:
         self.diagnostics.publish(self.status())

@@ -45,6 +45,11 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               choices=("best_effort", "reliable")),
     ParamSpec("publish_overlay", True, "publish /pasta/overlay (rgb8 image with the 3-class "
               "mask blended in)", dynamic=True),
+    ParamSpec("camera_info_topic", "", "optional sensor_msgs/CameraInfo topic of the camera; when "
+              "set, the CameraInfo nearest in time to each processed frame is republished on "
+              "pasta/camera_info with the label image's header ('' = off)"),
+    ParamSpec("camera_info_slop", 0.05, "largest stamp difference in seconds between a frame and "
+              "the CameraInfo paired with it", lo=0.0, hi=10.0),
     ParamSpec("max_contour_vertices", 32, "most points of each instance's simplified contour "
               "in pasta_msgs/Instance.contour (0 = no contour)", lo=0, hi=4096, dynamic=True),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages",
