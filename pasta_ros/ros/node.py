@@ -97,9 +97,9 @@ class PastaNode(Node):
         msg_type = CompressedImage if s.input_type == "compressed" else Image
         self.sub = self.create_subscription(msg_type, s.image_topic, self._on_image, in_qos,
                                             callback_group=MutuallyExclusiveCallbackGroup())
-        self.pub_labels = self.create_publisher(Image, "pasta/segmentation", 5)
-        self.pub_instances = self.create_publisher(InstanceArray, "pasta/anomaly_masks", 5)
-        self.pub_overlay = self.create_publisher(Image, "pasta/overlay", 2)
+        self.pub_labels = self._output(Image, "segmentation")
+        self.pub_instances = self._output(InstanceArray, "anomaly_masks")
+        self.pub_overlay = self._output(Image, "overlay")
         self.camera_info: CameraInfoCache | None = None
         if s.camera_info_topic:
             self.camera_info = CameraInfoCache(s.camera_info_slop)
@@ -108,7 +108,7 @@ class PastaNode(Node):
                 QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                            reliability=ReliabilityPolicy.BEST_EFFORT),
                 callback_group=MutuallyExclusiveCallbackGroup())
-            self.pub_info = self.create_publisher(CameraInfo, "pasta/camera_info", 5)
+            self.pub_info = self._output(CameraInfo, "camera_info")
         self.srv = self.create_service(Recalibrate, "pasta/recalibrate", self._on_recalibrate,
                                        callback_group=ReentrantCallbackGroup())
         self.srv_prompts = self.create_service(SetPrompts, "pasta/set_prompts",
@@ -118,6 +118,15 @@ class PastaNode(Node):
         self.timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(f"listening on {self.sub.topic_name} ({msg_type.__name__}); "
                                f"cv_bridge {'on' if convert.bridge_available() else 'off'}")
+
+    def _output(self, msg_type, name: str):
+        """The ``pasta/<name>`` publisher with its ``<name>_qos_*`` parameters."""
+        s = self.settings
+        reliable = getattr(s, f"{name}_qos_reliability") == "reliable"
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=getattr(s, f"{name}_qos_depth"),
+                         reliability=ReliabilityPolicy.RELIABLE if reliable
+                         else ReliabilityPolicy.BEST_EFFORT)
+        return self.create_publisher(msg_type, f"pasta/{name}", qos)
 
     # ------------------------------------------------------------------ frames
     def _on_image(self, msg: Image | CompressedImage) -> None:

@@ -28,6 +28,10 @@ class ParamSpec(Option):
     dynamic: bool = False
 
 
+# the node's outputs (pasta/<name>) and their default history depth; each gets
+# <name>_qos_depth and <name>_qos_reliability parameters
+OUTPUTS = {"segmentation": 5, "anomaly_masks": 5, "overlay": 2, "camera_info": 5}
+
 NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model_dir", "", "calibrated model directory (`pasta calibrate --out`); '' = the "
               "newest model under models_root. When models_root holds a newer model (a "
@@ -68,6 +72,12 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               lo=0.001, hi=1.0, dynamic=True),
     ParamSpec("icas_max_prompt_images", 8, "frames taken from a prompt bag when the "
               "/pasta/set_prompts request gives no max_images", lo=1, hi=256, dynamic=True),
+    *(spec for name, depth in OUTPUTS.items() for spec in (
+        ParamSpec(f"{name}_qos_depth", depth, f"history depth of the pasta/{name} publisher",
+                  lo=1, hi=1000),
+        ParamSpec(f"{name}_qos_reliability", "reliable", f"reliability of the pasta/{name} "
+                  "publisher (best_effort never blocks on a slow subscriber; reliable also "
+                  "serves best_effort subscribers)", choices=("reliable", "best_effort")))),
     ParamSpec("min_recalibration_frames", 4, "a recalibration bag (baseline, reference) must "
               "hold at least this many frames on the image topic", lo=1, hi=1_000_000,
               dynamic=True),
