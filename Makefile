@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.setup-done
 setup: $(STAMP)
 
 MSGS   := pasta_msgs/package.xml pasta_msgs/CMakeLists.txt $(wildcard pasta_msgs/msg/*.msg) \
-          $(wildcard pasta_msgs/srv/*.srv) scripts/build_msgs.sh
+          $(wildcard pasta_msgs/srv/*.srv) $(wildcard pasta_msgs/action/*.action) \
+          scripts/build_msgs.sh
 
 # ROS 2 Jazzy comes from PyPI wheels (requirements-ros.txt); scripts/build_msgs.sh builds the
 # pasta_msgs interfaces into the venv with cmake (skipped when already built from these sources).

@@ -181,3 +181,81 @@ def test_a_restart_comes_back_with_the_newest_good_model(ros, tiny_model, models
         out.wait_matched(30.0)
         v = out.wait_diagnostics(lambda v: True, 30.0)
         assert v["model_id"] == newest
+
+
+def _goal(bags, **kw):
+    from pasta_msgs.action import Recalibrate as RecalibrateAction
+
+    fields = {"baseline_bag": str(bags["baseline"]), "reference_bag": str(bags["reference"]),
+              "empty_bag": str(bags["empty"]), "image_topic": BAG_TOPIC} | kw
+    return RecalibrateAction.Goal(**fields)
+
+
+def test_the_action_reports_progress_and_commits_on_success(ros, bags, io, models_root):
+    import time
+
+    from action_msgs.msg import GoalStatus
+
+    from pasta_msgs.action import Recalibrate as RecalibrateAction
+    from pasta_ros.ros.clients import send_goal
+
+    before = current_model(io)
+    feedback: list = []
+    t0 = time.monotonic()
+    status, res = send_goal(ros.client, RecalibrateAction, f"{NS}/pasta/recalibrate",
+                            _goal(bags, clusters=6), 150.0,
+                            lambda fb: feedback.append((time.monotonic(), fb)))
+    elapsed = time.monotonic() - t0
+    assert status == GoalStatus.STATUS_SUCCEEDED and res.success, res.message
+    assert res.model_id != before and current_model(io) == res.model_id
+    assert (models_root / "latest").read_text().strip() == res.model_id
+    phases = [fb.phase for _, fb in feedback]
+    assert phases[0] == "reading" and "features" in phases and phases[-1] == "swap"
+    assert {"clustering", "colour_model", "saving"} <= set(phases)
+    totals = {fb.images_total for _, fb in feedback if fb.phase == "features"}
+    assert totals == {14}  # 8 baseline + 4 reference + 2 empty frames
+    done = [fb.images_done for _, fb in feedback if fb.phase == "features"]
+    assert done == sorted(done) and done[-1] == 14
+    gaps = np.diff([t0] + [t for t, _ in feedback])
+    assert gaps.max() < 1.5, f"feedback gaps {gaps.round(2)} (>= 1 Hz wanted)"
+    assert len(feedback) >= int(elapsed)
+
+
+def test_a_cancelled_goal_answers_at_once_and_commits_nothing(ros, bags, io, models_root):
+    import time
+
+    from action_msgs.msg import GoalStatus
+
+    from pasta_msgs.action import Recalibrate as RecalibrateAction
+    from pasta_ros.core.errors import PastaError
+    from pasta_ros.ros.clients import send_goal
+
+    before = current_model(io)
+    latest = (models_root / "latest").read_text()
+    folders = sorted(p.name for p in models_root.iterdir())
+    started = threading.Event()
+    handles: list = []
+    box: list = []
+
+    def first():
+        box.append(send_goal(ros.client, RecalibrateAction, f"{NS}/pasta/recalibrate",
+                             _goal(bags, clusters=7), 150.0, lambda fb: started.set(),
+                             handles.append))
+
+    caller = threading.Thread(target=first)
+    caller.start()
+    assert started.wait(60.0)
+    with pytest.raises(PastaError, match="rejected the goal"):  # one at a time
+        send_goal(ros.client, RecalibrateAction, f"{NS}/pasta/recalibrate", _goal(bags), 30.0)
+    t_cancel = time.monotonic()
+    handles[0].cancel_goal_async()
+    caller.join(30.0)
+    answered = time.monotonic() - t_cancel
+    ((status, res),) = box
+    assert status == GoalStatus.STATUS_CANCELED and not res.success
+    assert "nothing committed" in res.message and answered < 2.0
+    out, _, _ = io
+    out.wait_diagnostics(lambda v: v["recalibrating"] is False, 120.0)  # the worker ended
+    assert current_model(io) == before
+    assert (models_root / "latest").read_text() == latest
+    assert sorted(p.name for p in models_root.iterdir()) == folders

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from pasta_ros.core.errors import PastaError
-from pasta_ros.ros.clients import BagPlayer, ClientNode, call_once
+from pasta_ros.ros.clients import BagPlayer, ClientNode, call_once, send_goal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the recalibrate, prompts, echo and play subcommands to ``pasta``'s subparsers."""
-    r = sub.add_parser("recalibrate", help="call a running pasta_node's recalibrate service")
+    r = sub.add_parser("recalibrate", help="recalibrate a running pasta_node from bags (its "
+                                           "recalibrate action, with a progress bar)")
     r.add_argument("--baseline-bag", type=Path, required=True, help="mixed stream bag")
     r.add_argument("--reference-bag", type=Path, required=True, help="targets-only bag")
     r.add_argument("--empty-bag", type=Path, help="optional empty-scene bag")
@@ -25,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--clusters", type=int, default=-1, help="K override (default: node's)")
     r.add_argument("--ratio-threshold", type=float, default=-1.0, help="override")
     r.add_argument("--vote-threshold", type=float, default=-1.0, help="override")
-    r.add_argument("--service", default="pasta/recalibrate", help="service name")
+    r.add_argument("--action", default="pasta/recalibrate", help="action name")
+    r.add_argument("--service", help="call this service instead of the action (one call, "
+                                     "no progress)")
     r.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait in all")
     r.set_defaults(func=cmd_recalibrate)
 
@@ -77,18 +80,50 @@ def _absolute(path: Path | None) -> str:
 
 
 def cmd_recalibrate(args: argparse.Namespace) -> dict[str, Any]:
+    from pasta_msgs.action import Recalibrate as RecalibrateAction
     from pasta_msgs.srv import Recalibrate
 
-    req = Recalibrate.Request(baseline_bag=_absolute(args.baseline_bag),
-                              reference_bag=_absolute(args.reference_bag),
-                              empty_bag=_absolute(args.empty_bag), image_topic=args.topic,
-                              clusters=args.clusters, ratio_threshold=args.ratio_threshold,
-                              vote_threshold=args.vote_threshold)
-    res = call_once(Recalibrate, args.service, req, args.timeout)
+    fields = dict(baseline_bag=_absolute(args.baseline_bag),
+                  reference_bag=_absolute(args.reference_bag),
+                  empty_bag=_absolute(args.empty_bag), image_topic=args.topic,
+                  clusters=args.clusters, ratio_threshold=args.ratio_threshold,
+                  vote_threshold=args.vote_threshold)
+    if args.service:
+        res = call_once(Recalibrate, args.service, Recalibrate.Request(**fields), args.timeout)
+    else:
+        res = _recalibrate_action(RecalibrateAction, args.action, fields, args.timeout,
+                                  quiet=getattr(args, "quiet", False))
     return {"success": True, "message": res.message, "model_id": res.model_id,
             "model_dir": res.model_dir, "clusters": len(res.clusters),
             "anomaly_clusters": [c.id for c in res.clusters if c.anomaly],
             "background_clusters": [c.id for c in res.clusters if c.background]}
+
+
+def _recalibrate_action(action_type, name: str, fields: dict, timeout: float, *,
+                        quiet: bool):
+    """The action goal with a progress bar (images through the backbone, then the phase)."""
+    from action_msgs.msg import GoalStatus
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="img", desc="reading", disable=quiet, leave=False)
+
+    def on_feedback(fb) -> None:
+        if fb.images_total and bar.total != fb.images_total:
+            bar.total = fb.images_total
+        bar.n = fb.images_done
+        bar.set_description(fb.phase)
+        bar.refresh()
+
+    client = ClientNode("pasta_recalibrate_client")
+    try:
+        status, res = send_goal(client, action_type, name, action_type.Goal(**fields), timeout,
+                                on_feedback)
+    finally:
+        bar.close()
+        client.close()
+    if status != GoalStatus.STATUS_SUCCEEDED or not res.success:
+        raise PastaError(res.message or f"recalibration ended with goal status {status}")
+    return res
 
 
 def _numbers(text: str) -> list[float]:

@@ -15,6 +15,7 @@ Passes over the data (every one streamed; peak memory independent of the image c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,9 @@ from pasta_ros.core.errors import CalibrationError
 from pasta_ros.core.features import FeatureExtractor, ImageSource, prepared_images
 from pasta_ros.core.model_io import CalibratedModel
 from pasta_ros.core.segmenters.color_model import ColorModelBuilder
+
+# progress(phase, images_done): see calibrate
+Progress = Callable[[str, int], None]
 
 if TYPE_CHECKING:  # annotations only: the config schema imports the method registry
     from pasta_ros.core.config import PastaConfig
@@ -69,10 +73,14 @@ class CachedSet:
         self.shapes: list[tuple[int, int, int]] = []
 
     def fill(self, extractor: FeatureExtractor, source: ImageSource, batch_size: int,
-             label: str, quiet: bool) -> CachedSet:
-        """Run the backbone over the set once; raise CalibrationError when it is empty."""
+             label: str, quiet: bool, on_batch: Callable[[int], None] | None = None
+             ) -> CachedSet:
+        """Run the backbone over the set once; raise CalibrationError when it is empty.
+        ``on_batch(n)`` is called after each batch with the batch's image count."""
         for names, _, feats in _progress(extractor.batches(source(), batch_size),
                                          f"{label} features", quiet):
+            if on_batch is not None:
+                on_batch(len(names))
             self.names.extend(names)
             self.cache.append(grid_to_rows(feats))
             self.shapes.append((feats.shape[0], feats.shape[2], feats.shape[3]))
@@ -271,27 +279,45 @@ def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet 
 
 def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: ImageSource,
               empty: ImageSource | None, cfg: PastaConfig, *, weights_hash: str = "",
-              quiet: bool = False) -> CalibratedModel:
-    """Run Phases 1-2 (and segmenter statistics); returns an unsaved CalibratedModel."""
+              quiet: bool = False, progress: Progress | None = None) -> CalibratedModel:
+    """Run Phases 1-2 (and segmenter statistics); returns an unsaved CalibratedModel.
+
+    ``progress(phase, images_done)`` is called as the work goes: phase "features" after each
+    backbone batch (images_done counts all three sets), then "clustering", "split" and
+    "colour_model". An exception it raises (a cancel) stops the calibration; the feature
+    caches are removed either way.
+    """
+    done = [0]
+
+    def report(phase: str, n: int = 0) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(phase, done[0])
+
+    def on_batch(n: int) -> None:
+        report("features", n)
+
     c = extractor.channels
     sets: list[CachedSet] = []
     try:
         base = CachedSet(c)
         sets.append(base)
-        base.fill(extractor, baseline, cfg.batch_size, "baseline", quiet)
+        base.fill(extractor, baseline, cfg.batch_size, "baseline", quiet, on_batch)
         ref = CachedSet(c)
         sets.append(ref)
-        ref.fill(extractor, reference, cfg.batch_size, "reference", quiet)
+        ref.fill(extractor, reference, cfg.batch_size, "reference", quiet, on_batch)
         emp = None
         if empty is not None:
             emp = CachedSet(c)
             sets.append(emp)
-            emp.fill(extractor, empty, cfg.batch_size, "empty", quiet)
+            emp.fill(extractor, empty, cfg.batch_size, "empty", quiet, on_batch)
+        report("clustering")
         centers_np, background, bg_source = fit_codebook(extractor, base, emp, cfg)
         centers = torch.from_numpy(centers_np).to(extractor.device)
         base_maps, ref_maps = base.maps(centers), ref.maps(centers)
         splits = 0
         if cfg.split_clusters:
+            report("split")
             centers_np, background, splits = split_mixed_clusters(
                 base, ref, centers_np, background, base_maps.counts, ref_maps.counts, cfg,
                 extractor.device)
@@ -307,6 +333,7 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
     anomaly = aa.anomaly_clusters(p_ref, p_base, cfg.ratio_threshold) & ~background
     colour_sets = [(baseline, base_maps), (reference, ref_maps)]
     colour_sets += [(empty, None)] if empty is not None else []
+    report("colour_model")
     log_odds = color_model(extractor, colour_sets, background, quiet)
     stats = {"baseline_images": len(base_maps.names), "reference_images": len(ref_maps.names),
              "empty_images": len(emp_maps.names) if emp_maps else 0,

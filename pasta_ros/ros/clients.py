@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pasta_ros.core.errors import PastaError
 
@@ -163,3 +164,42 @@ def call_once(srv_type, service: str, request, timeout: float):
     if not res.success:
         raise PastaError(res.message)
     return res
+
+
+def send_goal(client: ClientNode, action_type, name: str, goal, timeout: float,
+              on_feedback: Callable[[Any], None] | None = None,
+              on_accepted: Callable[[Any], None] | None = None):
+    """Send an action goal and wait (bounded) for its result. Returns ``(status, result)``
+    (``action_msgs/GoalStatus`` codes); PastaError when the server is missing, rejects the
+    goal or does not finish within ``timeout`` s (the goal is then cancelled).
+    ``on_accepted(goal_handle)`` gets the accepted goal's handle (e.g. to cancel it)."""
+    from rclpy.action import ActionClient
+
+    ac = ActionClient(client.node, action_type, name)
+    t0 = time.monotonic()
+    try:
+        if not ac.wait_for_server(timeout_sec=min(timeout, 15.0)):
+            raise PastaError(f"action {name} is not available (is pasta_node running, with "
+                             "the same ROS_DOMAIN_ID and discovery range?)")
+        accepted = threading.Event()
+        sent = ac.send_goal_async(goal, feedback_callback=(
+            (lambda fb: on_feedback(fb.feedback)) if on_feedback else None))
+        sent.add_done_callback(lambda _: accepted.set())
+        if not accepted.wait(max(0.0, timeout - (time.monotonic() - t0))):
+            raise PastaError(f"no answer from {name} within {timeout:.0f} s")
+        handle = sent.result()
+        if not handle.accepted:
+            raise PastaError(f"{name} rejected the goal: a recalibration is already running "
+                             "(see the node's log); send it again when that one has finished")
+        if on_accepted is not None:
+            on_accepted(handle)
+        finished = threading.Event()
+        result = handle.get_result_async()
+        result.add_done_callback(lambda _: finished.set())
+        if not finished.wait(max(0.0, timeout - (time.monotonic() - t0))):
+            handle.cancel_goal_async()
+            raise PastaError(f"{name} did not finish within {timeout:.0f} s; goal cancelled")
+        res = result.result()
+        return res.status, res.result
+    finally:
+        ac.destroy()

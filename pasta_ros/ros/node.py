@@ -28,6 +28,7 @@ import time
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -35,6 +36,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from pasta_msgs.action import Recalibrate as RecalibrateAction
 from pasta_msgs.msg import ClusterStats, InstanceArray
 from pasta_msgs.srv import Recalibrate, SetPrompts
 from pasta_ros.core.config import ConfigError
@@ -111,6 +113,11 @@ class PastaNode(Node):
             self.pub_info = self._output(CameraInfo, "camera_info")
         self.srv = self.create_service(Recalibrate, "pasta/recalibrate", self._on_recalibrate,
                                        callback_group=ReentrantCallbackGroup())
+        self.action = ActionServer(self, RecalibrateAction, "pasta/recalibrate",
+                                   execute_callback=self._execute_recalibration,
+                                   goal_callback=self._on_goal,
+                                   cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                                   callback_group=ReentrantCallbackGroup())
         self.srv_prompts = self.create_service(SetPrompts, "pasta/set_prompts",
                                                self._on_set_prompts,
                                                callback_group=ReentrantCallbackGroup())
@@ -262,33 +269,82 @@ class PastaNode(Node):
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ recalibration
-    def _on_recalibrate(self, request, response):
+    def _recalibration_request(self, msg) -> Request:
+        """A Recalibrate service request or action goal (same fields) -> Request."""
+        return Request(msg.baseline_bag, msg.reference_bag, msg.empty_bag,
+                       msg.image_topic or self.sub.topic_name,
+                       clusters=msg.clusters if msg.clusters > 0 else None,
+                       ratio_threshold=msg.ratio_threshold if msg.ratio_threshold >= 0 else None,
+                       vote_threshold=msg.vote_threshold if msg.vote_threshold >= 0 else None)
+
+    def _recalibrate(self, msg, answer, **run_options) -> Outcome:
+        """Run one recalibration for a request/goal and fill ``answer`` (service response or
+        action result: same fields)."""
         s = self.settings
-        req = Request(request.baseline_bag, request.reference_bag, request.empty_bag,
-                      request.image_topic or self.sub.topic_name,
-                      clusters=request.clusters if request.clusters > 0 else None,
-                      ratio_threshold=request.ratio_threshold
-                      if request.ratio_threshold >= 0 else None,
-                      vote_threshold=request.vote_threshold
-                      if request.vote_threshold >= 0 else None)
+        req = self._recalibration_request(msg)
         self.get_logger().info(f"recalibration requested: {req}")
         try:
             outcome = self.recalibrator.run(req, s.config, self.pipeline.model,
                                             self.models_root, s.min_recalibration_frames,
-                                            self._swap_in)
+                                            self._swap_in, **run_options)
         except Exception as exc:  # noqa: BLE001 - always answer the caller
             outcome = Outcome(False, f"recalibration failed: internal error: {exc!r}")
-        if outcome.success:
+        if outcome.success:  # (rclpy: one severity per logging call site)
             self.get_logger().info(outcome.message)
         else:
             self.get_logger().warning(outcome.message)
-        response.success = outcome.success
-        response.message = outcome.message
-        response.model_id = self.pipeline.model.model_id
+        answer.success = outcome.success
+        answer.message = outcome.message
+        answer.model_id = self.pipeline.model.model_id
         if outcome.success:
-            response.model_dir = str(outcome.model_dir)
-            response.clusters = cluster_stats(outcome.model)
+            answer.model_dir = str(outcome.model_dir)
+            answer.clusters = cluster_stats(outcome.model)
+        return outcome
+
+    def _on_recalibrate(self, request, response):
+        self._recalibrate(request, response)
         return response
+
+    def _on_goal(self, goal) -> GoalResponse:
+        if self.recalibrator.running:
+            self.get_logger().warning("recalibration goal rejected: a recalibration is "
+                                      "already running; send it when that one has finished")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _execute_recalibration(self, goal_handle):
+        """The action: feedback on every progress step and at least every 0.5 s; a cancel is
+        answered within ~0.1 s and commits nothing."""
+        t0 = time.monotonic()
+        last = RecalibrateAction.Feedback(phase="reading")
+        finished = threading.Event()
+
+        def send(phase: str | None = None, done: int = 0, total: int = 0) -> None:
+            if phase is not None:
+                last.phase, last.images_done, last.images_total = phase, done, total
+            last.seconds = time.monotonic() - t0
+            goal_handle.publish_feedback(last)
+
+        def tick() -> None:
+            while not finished.wait(0.5):
+                send()
+
+        ticker = threading.Thread(target=tick, name="pasta-recalibrate-feedback", daemon=True)
+        ticker.start()
+        result = RecalibrateAction.Result()
+        try:
+            outcome = self._recalibrate(goal_handle.request, result, feedback=send,
+                                        cancelled=lambda: goal_handle.is_cancel_requested)
+        finally:
+            finished.set()
+            ticker.join(timeout=2.0)
+        if outcome.cancelled and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif outcome.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
 
     def _swap_in(self, outcome: Outcome) -> None:
         with self._swap:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pasta_ros.core.config import PastaConfig
-from pasta_ros.core.errors import USER_ERRORS, ModelError
+from pasta_ros.core.errors import USER_ERRORS, ModelError, PastaError
 from pasta_ros.core.model_io import CalibratedModel, load_model
 from pasta_ros.data.bags import BagError, read_bag_images
 from pasta_ros.pipeline import PastaPipeline
@@ -119,6 +120,7 @@ class Outcome:
     pipeline: PastaPipeline | None = None
     seconds: float = 0.0
     stats: dict = field(default_factory=dict)
+    cancelled: bool = False  # answered before the work ended (cancel, shutdown)
 
 
 def recalibration_config(cfg: PastaConfig, running: CalibratedModel, req: Request) -> PastaConfig:
@@ -132,7 +134,8 @@ def recalibration_config(cfg: PastaConfig, running: CalibratedModel, req: Reques
     return cfg.replace(**changes)
 
 
-def _check_bag(role: str, bag: str, topic: str, min_frames: int) -> None:
+def _check_bag(role: str, bag: str, topic: str, min_frames: int) -> int:
+    """The number of frames of ``bag`` on ``topic``; BagError naming the bag and the fix."""
     if not bag:
         raise BagError(f"{role} bag: no path given")
     try:
@@ -142,14 +145,25 @@ def _check_bag(role: str, bag: str, topic: str, min_frames: int) -> None:
     if n < min_frames:
         raise BagError(f"{role} bag {bag} has {n} frame(s) on {topic}; at least {min_frames} "
                        "are needed (parameter min_recalibration_frames)")
+    return n
+
+
+class RecalibrationCancelled(PastaError):
+    """The caller cancelled (or the node is shutting down); nothing was committed."""
+
+
+# feedback(phase, images_done, images_total); may raise RecalibrationCancelled
+Feedback = Callable[[str, int, int], None]
 
 
 def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models_root: Path,
-                min_frames: int) -> Outcome:
-    """Check the bags, calibrate, save under ``models_root/<model id>``, load it back as a
-    pipeline and move the ``latest`` pointer. Never touches the running pipeline.
+                min_frames: int, feedback: Feedback | None = None) -> Outcome:
+    """Check the bags, calibrate, save under ``models_root/<model id>`` and load it back as a
+    pipeline. Commits nothing: the ``latest`` pointer and the swap are the caller's
+    (:meth:`Recalibrator.run`). Never touches the running pipeline.
 
-    Returns an Outcome; user errors become ``success=False`` with the reason.
+    Returns an Outcome; user errors become ``success=False`` with the reason. A cancel raised
+    by ``feedback`` propagates (the saved folder, if any, is removed first).
     """
     from pasta_ros.calibration_job import build_extractor
     from pasta_ros.core.backbones import weights_fingerprint
@@ -158,23 +172,36 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
     from pasta_ros.sources import bag_source
 
     t0 = time.perf_counter()
+    total = [0]
+
+    def report(phase: str, done: int = 0) -> None:
+        if feedback is not None:
+            feedback(phase, done, total[0])
+
+    out: Path | None = None
     try:
+        report("reading")
         ccfg = recalibration_config(cfg, running, req)
-        _check_bag("baseline", req.baseline_bag, req.topic, min_frames)
-        _check_bag("reference", req.reference_bag, req.topic, min_frames)
+        total[0] = (_check_bag("baseline", req.baseline_bag, req.topic, min_frames)
+                    + _check_bag("reference", req.reference_bag, req.topic, min_frames))
         if req.empty_bag:
-            _check_bag("empty", req.empty_bag, req.topic, 1)
+            total[0] += _check_bag("empty", req.empty_bag, req.topic, 1)
         sources = [bag_source(b, req.topic) if b else None
                    for b in (req.baseline_bag, req.reference_bag, req.empty_bag)]
         extractor = build_extractor(ccfg)
         model = calibrate(extractor, sources[0], sources[1], sources[2], ccfg,
                           weights_hash=weights_fingerprint(ccfg.backbone, ccfg.weights),
-                          quiet=True)
+                          quiet=True, progress=report)
+        report("saving", total[0])
         models_root.mkdir(parents=True, exist_ok=True)
         out = save_model(model, models_root / model.model_id)
         pipeline = PastaPipeline.load(out, ccfg, extractor=extractor)
-        write_latest(models_root, out.name)
+        report("swap", total[0])
+    except RecalibrationCancelled:
+        discard(out)
+        raise
     except USER_ERRORS as exc:
+        discard(out)
         return Outcome(False, f"recalibration failed: {exc}",
                        seconds=time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
@@ -184,6 +211,12 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
                f"model {model.model_id} ({int(model.anomaly.sum())} anomaly of {model.k} "
                f"clusters) saved to {out}")
     return Outcome(True, message, model, out, pipeline, seconds, dict(s))
+
+
+def discard(model_dir: Path | None) -> None:
+    """Remove a model folder that was saved but not committed (cancel, abandon, failure)."""
+    if model_dir is not None and model_dir.is_dir():
+        shutil.rmtree(model_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- one at a time
@@ -199,11 +232,13 @@ def _lower_priority(nice: int = 10) -> None:
 
 
 class Recalibrator:
-    """Runs :func:`recalibrate` in a background thread, one at a time.
+    """Runs :func:`recalibrate` in a background thread, one at a time, and commits its result.
 
-    ``run(req, ..., on_success)`` blocks the caller (a service callback on an executor thread)
-    until the work is done or ``stop`` is set, while inference goes on elsewhere. ``on_success``
-    receives the Outcome to swap the pipeline in.
+    ``run(...)`` blocks the caller (a service or action callback on an executor thread) until
+    the work is done, cancelled (``cancelled()`` turns true) or ``stop`` is set, while
+    inference goes on elsewhere. Committing (``latest`` pointer, then ``on_success`` to swap
+    the pipeline in) and giving up (cancel, shutdown) take one lock, so an answer of
+    "cancelled" or "abandoned" means nothing was committed, and "success" means it all was.
     """
 
     def __init__(self, stop: threading.Event) -> None:
@@ -215,20 +250,37 @@ class Recalibrator:
         return self._busy.locked()
 
     def run(self, req: Request, cfg: PastaConfig, running: CalibratedModel, models_root: Path,
-            min_frames: int, on_success: Callable[[Outcome], None]) -> Outcome:
+            min_frames: int, on_success: Callable[[Outcome], None], *,
+            feedback: Feedback | None = None,
+            cancelled: Callable[[], bool] = lambda: False) -> Outcome:
         if not self._busy.acquire(blocking=False):
             return Outcome(False, "refused: a recalibration is already running; call again "
                                   "when it has finished")
         box: list[Outcome] = []
         done = threading.Event()
+        commit = threading.Lock()
+        gave_up: list[str] = []  # set under ``commit``: the caller was answered without it
+
+        def check(phase: str, n: int, total: int) -> None:
+            if gave_up or cancelled() or self.stop.is_set():
+                raise RecalibrationCancelled(f"cancelled during {phase}")
+            if feedback is not None:
+                feedback(phase, n, total)
 
         def work() -> None:
             try:
                 _lower_priority()
-                outcome = recalibrate(req, cfg, running, models_root, min_frames)
-                if outcome.success and not self.stop.is_set():
-                    on_success(outcome)
+                outcome = recalibrate(req, cfg, running, models_root, min_frames, check)
+                with commit:
+                    if outcome.success and (gave_up or cancelled() or self.stop.is_set()):
+                        discard(outcome.model_dir)
+                        outcome = Outcome(False, "recalibration cancelled: nothing committed")
+                    elif outcome.success:
+                        write_latest(models_root, outcome.model_dir.name)
+                        on_success(outcome)
                 box.append(outcome)
+            except RecalibrationCancelled as exc:
+                box.append(Outcome(False, f"recalibration {exc}: nothing committed"))
             except Exception as exc:  # noqa: BLE001 - report, never kill the node
                 log.exception("recalibration crashed")
                 box.append(Outcome(False, f"recalibration failed: internal error: {exc!r}"))
@@ -237,7 +289,13 @@ class Recalibrator:
                 done.set()
 
         threading.Thread(target=work, name="pasta-recalibrate", daemon=True).start()
-        while not done.wait(0.2):
-            if self.stop.is_set():
-                return Outcome(False, "recalibration abandoned: the node is shutting down")
+        while not done.wait(0.1):
+            for why, now in (("abandoned: the node is shutting down", self.stop.is_set()),
+                             ("cancelled", cancelled())):
+                if now:
+                    with commit:
+                        if not done.is_set() and not box:
+                            gave_up.append(why)
+                            return Outcome(False, f"recalibration {why}: nothing committed",
+                                           cancelled=True)
         return box[0]
