@@ -318,6 +318,10 @@ def test_play_echo_and_recalibrate_commands(ros, node, outputs, camera, tmp_path
         cmd_recalibrate(ros_cli(["recalibrate", "--baseline-bag", "/nonexistent",
                                  "--reference-bag", str(bag), "--topic", "/cam",
                                  "--service", f"{NS}/pasta/recalibrate", "--timeout", "60"]))
+    with pytest.raises(PastaError, match="baseline bag: bag not found"):  # the action form
+        cmd_recalibrate(ros_cli(["recalibrate", "--baseline-bag", "/nonexistent",
+                                 "--reference-bag", str(bag), "--topic", "/cam",
+                                 "--action", f"{NS}/pasta/recalibrate", "--timeout", "60"]))
 
 
 def _catch(errors: list, fn, args) -> None:
