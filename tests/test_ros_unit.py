@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_ros
 
-pytest.importorskip("rclpy")
-pytest.importorskip("pasta_msgs.msg")
+require_ros()
 
 from pasta_ros.config import ConfigError, PastaConfig, load_yaml_config  # noqa: E402
 from pasta_ros.core.fusion import Instance  # noqa: E402
