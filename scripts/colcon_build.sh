@@ -41,6 +41,9 @@ export CMAKE_GENERATOR
 unset COLCON_PREFIX_PATH PYTHONPATH
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
 rm -f "$stamp"
+# setup.py install never removes a module that was moved or deleted: start pasta_ros afresh
+# (3 s); pasta_msgs keeps its incremental cmake build.
+rm -rf "$BUILD/pasta_ros" "$INSTALL/pasta_ros"
 mkdir -p "$BUILD"
 start=$(date +%s)
 "$VENV/bin/colcon" --log-base "$BUILD/log" build \
