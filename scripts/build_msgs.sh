@@ -26,26 +26,9 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$hash_now" ]] \
   exit 0
 fi
 
-# The wheels' exported CMake files name the wheel builder's Python and numpy include folders;
-# point them at this venv's (idempotent: only the builder's strings are replaced).
-"$PY" - "$VENV" <<'PYEOF'
-import pathlib, re, sys, sysconfig
-import numpy
-venv = pathlib.Path(sys.argv[1])
-py_inc, np_inc = sysconfig.get_paths()["include"], numpy.get_include()
-pat_np = re.compile(r"/opt/python/cp3\d+-cp3\d+/lib/python3\.\d+/site-packages/numpy/_core/include")
-pat_py = re.compile(r"/opt/python/cp3\d+-cp3\d+/include/python3\.\d+")
-fixed = 0
-for f in (venv / "share").rglob("*.cmake"):
-    text = f.read_text(encoding="utf-8", errors="surrogateescape")
-    if "/opt/python/" not in text:
-        continue
-    new = pat_py.sub(py_inc, pat_np.sub(np_inc, text))
-    if new != text:
-        f.write_text(new, encoding="utf-8", errors="surrogateescape")
-        fixed += 1
-print(f"cmake path fix: {fixed} file(s) rewritten (python {py_inc}, numpy {np_inc})")
-PYEOF
+# The wheels' exported CMake files name the wheel builder's include folders: point them at
+# this venv's (scripts/fix_wheel_cmake.py, shared with scripts/colcon_build.sh).
+"$PY" "$ROOT/scripts/fix_wheel_cmake.py" "$VENV"
 
 generator="Unix Makefiles"
 command -v ninja >/dev/null && generator="Ninja"

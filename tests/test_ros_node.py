@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_ros
 
-rclpy = pytest.importorskip("rclpy")
-pytest.importorskip("pasta_msgs.msg")
+rclpy = require_ros()
 
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_ros
 
-pytest.importorskip("rclpy")
-pytest.importorskip("pasta_msgs.msg")
+require_ros()
 
 from sensor_msgs.msg import Image  # noqa: E402
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_ros
 
-pytest.importorskip("rclpy")
-pytest.importorskip("pasta_msgs.msg")
+require_ros()
 
 from pasta_ros.core.config import (  # noqa: E402
     ConfigError,
