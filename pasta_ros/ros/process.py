@@ -62,10 +62,12 @@ def use_ros_env(domain_id: int) -> None:
 
 
 class NodeProcess:
-    """``python -m pasta_ros.ros.node --ros-args ...`` in a child process (own session)."""
+    """``python -m pasta_ros.ros.node --ros-args ...`` in a child process (own session);
+    ``module="pasta_ros.ros.lifecycle_node"`` for the managed node."""
 
-    def __init__(self, ros_args: list[str], env: dict[str, str], log_path: str | Path) -> None:
-        self.cmd = [sys.executable, "-m", "pasta_ros.ros.node", "--ros-args", *ros_args]
+    def __init__(self, ros_args: list[str], env: dict[str, str], log_path: str | Path, *,
+                 module: str = "pasta_ros.ros.node") -> None:
+        self.cmd = [sys.executable, "-m", module, "--ros-args", *ros_args]
         self.env = env
         self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
@@ -100,12 +102,14 @@ class NodeProcess:
             return None
 
     def wait_ready(self, client, service: str = "pasta/recalibrate",
-                   timeout: float = 60.0) -> None:
-        """Wait until the node serves ``service`` (it creates it last). Raises PastaError
-        with the node's log when it exits or the time runs out."""
-        from pasta_msgs.srv import Recalibrate
+                   timeout: float = 60.0, srv_type=None) -> None:
+        """Wait until the node serves ``service`` of ``srv_type`` (default the Recalibrate
+        service, which it creates last). Raises PastaError with the node's log when it exits
+        or the time runs out."""
+        if srv_type is None:
+            from pasta_msgs.srv import Recalibrate as srv_type
 
-        cli = client.node.create_client(Recalibrate, service)
+        cli = client.node.create_client(srv_type, service)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
