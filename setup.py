@@ -43,5 +43,6 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     entry_points={"console_scripts": ["pasta = pasta_ros.cli:main",
-                                      "pasta_node = pasta_ros.ros.node:main"]},
+                                      "pasta_node = pasta_ros.ros.node:main",
+                                      "pasta_lifecycle_node = pasta_ros.ros.lifecycle_node:main"]},
 )

@@ -46,6 +46,7 @@ def managed(ros, tmp_path_factory):
             "-p", "diagnostics_period:=0.2"]
     proc = NodeProcess(args, ros.env, out / "node.log",
                        module="pasta_ros.ros.lifecycle_node").start()
+    proc.model_dir = out / "missing"
     try:
         proc.wait_ready(ros.client, f"{NODE}/get_state", timeout=120.0, srv_type=GetState)
         yield proc
@@ -54,7 +55,7 @@ def managed(ros, tmp_path_factory):
 
 
 def test_the_life_cycle_in_order_with_outputs_only_while_active(ros, managed, tiny_model):
-    from pasta_ros.testing.ros_session import set_parameters
+    import shutil
 
     assert state(ros) == State.PRIMARY_STATE_UNCONFIGURED
     # out of order: activate before configure is refused, the node stays up
@@ -63,7 +64,8 @@ def test_the_life_cycle_in_order_with_outputs_only_while_active(ros, managed, ti
     assert not change(ros, Transition.TRANSITION_CONFIGURE)
     assert state(ros) == State.PRIMARY_STATE_UNCONFIGURED and managed.alive()
     assert "configure failed: no usable model" in managed.log_tail(50)
-    set_parameters(ros.client, NODE, {"model_dir": str(tiny_model)})
+    # the model arrives (e.g. copied by the cell's provisioning); configure now succeeds
+    shutil.copytree(tiny_model, managed.model_dir)
 
     t0 = time.monotonic()
     assert change(ros, Transition.TRANSITION_CONFIGURE)

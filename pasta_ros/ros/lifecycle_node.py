@@ -19,10 +19,13 @@ from __future__ import annotations
 import sys
 import threading
 
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from pasta_ros.core.errors import USER_ERRORS
 from pasta_ros.ros.node import PastaNodeMixin, spin_until_stopped
+
+RCLError = rclpy_implementation.RCLError
 
 
 class ManagedPastaNode(PastaNodeMixin, LifecycleNode):
@@ -31,6 +34,22 @@ class ManagedPastaNode(PastaNodeMixin, LifecycleNode):
     def __init__(self, stop: threading.Event) -> None:
         LifecycleNode.__init__(self, "pasta_node")
         self.init_pasta(stop)
+        # rclpy raises (and never answers) on a transition the current state does not have;
+        # answer success=false with the reason instead
+        original = self._service_change_state.callback
+
+        def change_state(req, resp):
+            try:
+                return original(req, resp)
+            except RCLError:
+                state = self._state_machine.current_state[1]
+                self.get_logger().warning(
+                    f"lifecycle transition {req.transition.label or req.transition.id} refused: "
+                    f"not available in state {state}")
+                resp.success = False
+                return resp
+
+        self._service_change_state.callback = change_state
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:

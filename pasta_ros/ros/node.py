@@ -61,13 +61,33 @@ from pasta_ros.ros.recalibration import (
 )
 
 
-class PastaNode(Node):
-    """See the module docstring. ``stop`` is set by the signal handlers to end everything."""
+class PastaNodeMixin:
+    """The node's behaviour, for a plain :class:`rclpy.node.Node` (:class:`PastaNode`) and a
+    managed one (:class:`~pasta_ros.ros.lifecycle_node.ManagedPastaNode`). Life cycle:
+    :meth:`init_pasta` (parameters), :meth:`configure` (model), :meth:`activate` (interfaces,
+    inference thread), :meth:`deactivate`, :meth:`cleanup`."""
 
-    def __init__(self, stop: threading.Event) -> None:
-        super().__init__("pasta_node")
+    def init_pasta(self, stop: threading.Event) -> None:
+        """Declare and validate the parameters; nothing is loaded yet. ``stop`` is set by the
+        signal handlers to end everything."""
         self.stop = stop
         self.settings = declare_all(self)
+        self.pipeline: PastaPipeline | None = None
+        self.model_dir = None
+        self._swap = threading.Lock()
+        self._icas_lock = threading.Lock()
+        self.icas: ICASPredictor | None = None
+        self.last_vote = "pasta"
+        self.frames = LatestFrame()
+        self.recalibrator = Recalibrator(stop)
+        self.worker: threading.Thread | None = None
+        self._halt = threading.Event()
+        self._entities: list = []
+        self.add_on_set_parameters_callback(self._on_parameters)
+
+    def configure(self) -> None:
+        """Load the newest good model and (when icas_mode is on) the iCAS checkpoint, so a bad
+        one stops the start, never a frame. Raises the user errors."""
         s = self.settings
         self.models_root = default_models_root(s.model_dir, s.models_root)
         model_dir, why = resolve_model(s.model_dir, self.models_root)
@@ -75,19 +95,31 @@ class PastaNode(Node):
                                            explicit=s.explicit_fields())
         self.model_dir = model_dir
         self.get_logger().info(f"model {self.pipeline.model.model_id} from {model_dir} ({why})")
-        self._swap = threading.Lock()
-        self._icas_lock = threading.Lock()
-        self.icas: ICASPredictor | None = None
-        self.last_vote = "pasta"
         if s.icas_mode != "off":
-            self._icas_predictor()  # a bad checkpoint stops the start, not the first frame
-        self.frames = LatestFrame()
-        self.recalibrator = Recalibrator(stop)
+            self._icas_predictor()
+
+    def activate(self) -> None:
+        """Subscriptions, publishers, services, action, diagnostics and the inference thread."""
         self._create_interfaces()
-        self.add_on_set_parameters_callback(self._on_parameters)
+        self._halt.clear()
         self.worker = threading.Thread(target=self._inference_loop, name="pasta-inference",
                                        daemon=True)
         self.worker.start()
+
+    def deactivate(self) -> None:
+        """End the inference thread (after its current frame) and release the interfaces."""
+        self._halt.set()
+        if self.worker is not None:
+            self.worker.join(timeout=10.0)
+            self.worker = None
+        for destroy, entity in reversed(self._entities):
+            destroy(entity)
+        self._entities.clear()
+
+    def cleanup(self) -> None:
+        """Release the model and the iCAS predictor."""
+        self.pipeline = None
+        self.icas = None
 
     # ------------------------------------------------------------------ wiring
     def _create_interfaces(self) -> None:
@@ -123,6 +155,14 @@ class PastaNode(Node):
                                                callback_group=ReentrantCallbackGroup())
         self.diagnostics = DiagnosticsPublisher(self, self.get_fully_qualified_name())
         self.timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
+        subs = [self.sub] + ([self.sub_info] if self.camera_info is not None else [])
+        pubs = [self.pub_labels, self.pub_instances, self.pub_overlay, self.diagnostics.pub]
+        pubs += [self.pub_info] if self.camera_info is not None else []
+        self._entities = ([(self.destroy_subscription, e) for e in subs]
+                          + [(self.destroy_publisher, e) for e in pubs]
+                          + [(self.destroy_service, e) for e in (self.srv, self.srv_prompts)]
+                          + [(self.destroy_timer, self.timer),
+                             (lambda a: a.destroy(), self.action)])
         self.get_logger().info(f"listening on {self.sub.topic_name} ({msg_type.__name__}); "
                                f"cv_bridge {'on' if convert.bridge_available() else 'off'}")
 
@@ -148,7 +188,7 @@ class PastaNode(Node):
         self.frames.put(Frame(rgb, msg.header, t0, time.perf_counter()))
 
     def _inference_loop(self) -> None:
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self._halt.is_set():
             frame = self.frames.take(timeout=0.1)
             if frame is None:
                 continue
@@ -257,7 +297,7 @@ class PastaNode(Node):
             new = apply_changes(self.settings, changes)
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        if RUNTIME_CONFIG & changes.keys():
+        if RUNTIME_CONFIG & changes.keys() and self.pipeline is not None:
             with self._swap:
                 old = self.pipeline
                 segmenter = build_segmenter(new.config.segmenter, old.model, new.config) \
@@ -354,7 +394,18 @@ class PastaNode(Node):
     def close(self) -> None:
         """Stop the inference thread (bounded wait)."""
         self.stop.set()
-        self.worker.join(timeout=10.0)
+        if self.worker is not None:
+            self.worker.join(timeout=10.0)
+
+
+class PastaNode(PastaNodeMixin, Node):
+    """The plain node: configured and active from construction (see the module docstring)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        Node.__init__(self, "pasta_node")
+        self.init_pasta(stop)
+        self.configure()
+        self.activate()
 
 
 def cluster_stats(model) -> list[ClusterStats]:
@@ -367,15 +418,15 @@ def cluster_stats(model) -> list[ClusterStats]:
             for k in range(model.k)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``pasta_node``: exit 0 on SIGINT/SIGTERM, 2 on bad parameters/model."""
-    args = sys.argv if argv is None else argv
+def spin_until_stopped(node_class, args: list[str]) -> int:
+    """Init rclpy, build ``node_class(stop)`` and spin it until SIGINT/SIGTERM (exit 0); a bad
+    parameter or model at construction: one ``error:`` line, exit 2."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        node = PastaNode(stop)
+        node = node_class(stop)
     except USER_ERRORS as exc:
         print(f"pasta_node: error: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
@@ -396,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``pasta_node``: exit 0 on SIGINT/SIGTERM, 2 on bad parameters/model."""
+    return spin_until_stopped(PastaNode, sys.argv if argv is None else argv)
 
 
 if __name__ == "__main__":
