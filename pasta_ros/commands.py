@@ -14,17 +14,17 @@ import torch
 
 from pasta_ros.cli import config_from_args
 from pasta_ros.config import PastaConfig
-from pasta_ros.core.backbones import build_backbone, weights_fingerprint
+from pasta_ros.core.backbones import weights_fingerprint
 from pasta_ros.core.calibration import calibrate
 from pasta_ros.core.clustering import assign_clusters
 from pasta_ros.core.errors import PastaError
-from pasta_ros.core.features import FeatureExtractor, resolve_device
+from pasta_ros.core.features import FeatureExtractor
 from pasta_ros.core.model_io import CalibratedModel, save_model
 from pasta_ros.core.report import overlay_clusters, overlay_labels, plot_distributions, write_rgb
 from pasta_ros.data.images import ReadStats
 from pasta_ros.data.layout import DatasetLayout
 from pasta_ros.export.cli import cmd_export  # noqa: F401 - `pasta export`
-from pasta_ros.pipeline import PastaPipeline
+from pasta_ros.pipeline import PastaPipeline, build_extractor, prepare_runtime
 from pasta_ros.ros.clients import (  # noqa: F401
     cmd_echo,
     cmd_play,
@@ -36,10 +36,9 @@ from pasta_ros.sources import bag_source, folder_source, open_source
 log = logging.getLogger("pasta")
 
 
-def make_extractor(cfg: PastaConfig) -> FeatureExtractor:
-    backbone = build_backbone(cfg.backbone, cfg.weights)
-    return FeatureExtractor(backbone, (cfg.input_width, cfg.input_height),
-                            resolve_device(cfg.device), cfg.color_weight)
+def make_extractor(cfg: PastaConfig, cache_dir: Path | None = None) -> FeatureExtractor:
+    """``cfg``'s extractor; exported graphs cached in ``cache_dir`` (see build_extractor)."""
+    return build_extractor(cfg, cache_dir=cache_dir)
 
 
 def cmd_synth(args: argparse.Namespace) -> dict:
@@ -70,12 +69,13 @@ def cmd_calibrate(args: argparse.Namespace) -> dict:
     baseline = open_source(args.baseline, args.topic, stats=stats)
     reference = open_source(args.reference, args.topic, stats=stats)
     empty = open_source(args.empty, args.topic, stats=stats) if args.empty else None
-    extractor = make_extractor(cfg)
+    extractor = make_extractor(cfg, Path(args.out) / "engines")  # graphs beside the model
     model = calibrate(extractor, baseline, reference, empty, cfg,
                       weights_hash=weights_fingerprint(cfg.backbone, cfg.weights),
                       quiet=args.quiet)
     model.stats["skipped_images"] = stats.n_skipped
     save_model(model, args.out)
+    prepare_runtime(extractor.backbone, model.input_size, model.stride)  # int8: built here
     write_report(model, extractor, baseline, args.out)
     return {"model": str(args.out), "model_id": model.model_id,
             "anomaly_clusters": np.flatnonzero(model.anomaly).tolist(),
