@@ -3,7 +3,7 @@
 fusion: assignment + fusion + outputs at 910x512 with 20 instances, ours (torch, vectorised)
         vs a straightforward reference (sklearn ``predict`` + per-mask numpy loops), same
         inputs, outputs checked equal, in one run.
-frame:  whole-frame latency per stage with efficientnet_lite0 on synthetic steel frames.
+frame:  whole-frame latency per stage, default pipeline vs torch-eager reference, same frames.
 memory: peak RSS of calibrating N baseline images at 910x512 in a fresh process, for
         N/10 and N images, to show the peak does not grow with N.
 """
@@ -99,42 +99,9 @@ def bench_fusion(args: Namespace) -> dict:
 
 
 def bench_frame(args: Namespace) -> dict:
-    """Per-stage latency of the whole pipeline, efficientnet_lite0, synthetic steel frames."""
-    import tempfile
-    from pathlib import Path
-
-    from pasta_ros.config import PastaConfig
-    from pasta_ros.core.backbones import build_backbone
-    from pasta_ros.core.calibration import calibrate
-    from pasta_ros.core.features import FeatureExtractor
-    from pasta_ros.core.segmenters import build_segmenter
-    from pasta_ros.data.synth import generate
-    from pasta_ros.pipeline import PastaPipeline
-    from pasta_ros.sources import folder_source
-
-    cfg = PastaConfig()
-    with tempfile.TemporaryDirectory() as tmp:
-        lay = generate("steel", Path(tmp), seed=0, n_baseline=12, n_reference=6, n_empty=3,
-                       n_test=6)
-        ext = FeatureExtractor(build_backbone(cfg.backbone), (cfg.input_width, cfg.input_height),
-                               color_weight=cfg.color_weight)
-        model = calibrate(ext, folder_source(lay.baseline), folder_source(lay.reference),
-                          folder_source(lay.empty), cfg, quiet=True)
-        pipe = PastaPipeline(model, ext, build_segmenter("clusters", model, cfg), 0.1)
-        frames = [img for _, img in folder_source(lay.test_images)()]
-        vote = _icas_vote(getattr(args, "icas", "off"),
-                          [img for _, img in folder_source(lay.reference)()][:4])
-    pipe.process(frames[0], icas=vote)
-    stages: dict[str, list[float]] = {}
-    for i in range(args.repeats):
-        for key, ms in pipe.process(frames[i % len(frames)], icas=vote).timings.items():
-            stages.setdefault(key, []).append(ms)
-    return {"bench": "frame", "backbone": cfg.backbone, "frame": "910x512",
-            "icas": getattr(args, "icas", "off"),
-            "network_input": "x".join(map(str, ext.size_for(frames[0]))),
-            "median_ms": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
-            "p95_total_ms": round(float(np.percentile(stages["total"], 95)), 2),
-            "repeats": args.repeats, **_machine()}
+    """Default pipeline vs the torch-eager reference, same frames (pasta_ros/frame_bench.py)."""
+    from pasta_ros.frame_bench import bench_frame as run
+    return run(args)
 
 
 def _icas_vote(mode: str, normal: list[np.ndarray]):

@@ -49,7 +49,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--batch-size", type=int, help="images per backbone batch")
     p.add_argument("--min-area", type=int, help="smallest segment in pixels")
-    p.add_argument("--backend", help="torch | onnxruntime | tensorrt")
+    p.add_argument("--backend", help="onnxruntime (default) | torch | tensorrt")
+    p.add_argument("--ort-precision", help="onnxruntime backbone precision: fp32 | int8")
+    p.add_argument("--threads", type=int, help="threads for torch/ORT/numba/OpenCV (0 = all)")
     p.add_argument("--fused-graph", action="store_const", const=True, default=None,
                    help="onnxruntime/tensorrt: pixels -> cluster map in one exported graph")
     p.add_argument("--precision", help="TensorRT engine precision: fp16 | fp32")
@@ -72,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[PastaConfig, set[str]]:
         values.update(load_yaml_config(args.config))
     names = {"backbone", "weights", "clusters", "seed", "ratio_threshold", "vote_threshold",
              "device", "batch_size", "min_area", "backend", "fused_graph", "precision",
+             "ort_precision", "threads",
              "engine_dir", "engine_rebuild", "segmenter", "sam3_weights", "sam3_prompt",
              "sam3_score_threshold"}
     values.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
@@ -143,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--icas", choices=("off", "replace", "combine"), default="off",
                    help="frame: also run the iCAS vote (shipped checkpoint, 4 normal shots)")
     b.add_argument("--repeats", type=int, default=50)
+    b.add_argument("--device", help="frame: auto | cpu | cuda (default: the config's auto)")
+    b.add_argument("--backend", help="frame: the default path's backend; backends: also "
+                                     "tensorrt (GPU)")
+    b.add_argument("--ort-precision", help="frame: fp32 | int8 for the default path")
+    b.add_argument("--threads", type=int, help="threads for torch/ORT/numba/OpenCV (0 = all)")
     b.add_argument("--json", type=Path)
 
     from pasta_ros.export.cli import add_export_parser
