@@ -31,7 +31,8 @@ def bench_config(args: Namespace) -> PastaConfig:
     return PastaConfig().replace(**changes)
 
 
-def calibrated_model(cfg: PastaConfig, root: Path, *, n_baseline: int = 12) -> tuple[Path, dict]:
+def calibrated_model(cfg: PastaConfig, root: Path, *, size: tuple[int, int] = FRAME,
+                     n_baseline: int = 12) -> tuple[Path, dict]:
     """Synthetic steel set under ``root`` and a model calibrated on it with ``cfg`` (graphs
     cached beside it, as ``pasta calibrate`` does); (model dir, dataset layout's frames)."""
     from pasta_ros.core.calibration import calibrate
@@ -40,7 +41,7 @@ def calibrated_model(cfg: PastaConfig, root: Path, *, n_baseline: int = 12) -> t
     from pasta_ros.pipeline import build_extractor, prepare_runtime
     from pasta_ros.sources import folder_source
 
-    lay = generate("steel", root / "data", seed=0, width=FRAME[0], height=FRAME[1],
+    lay = generate("steel", root / "data", seed=0, width=size[0], height=size[1],
                    n_baseline=n_baseline, n_reference=6, n_empty=3, n_test=6)
     out = root / "model"
     ext = build_extractor(cfg, cache_dir=out / "engines")
@@ -65,11 +66,13 @@ def bench_frame(args: Namespace) -> dict:
     from pasta_ros.bench import _icas_vote, _machine
     from pasta_ros.pipeline import PastaPipeline
 
-    cfg = bench_config(args)
+    size = tuple(getattr(args, "frame_size", None) or FRAME)
+    cfg = bench_config(args).replace(input_width=size[0], input_height=size[1])
     ref_cfg = cfg.replace(backend="torch", fused_graph=False)
     repeats = max(1, int(args.repeats))
     with tempfile.TemporaryDirectory(prefix="pasta_bench_frame_") as tmp:
-        model_dir, frames = calibrated_model(cfg, Path(tmp))
+        model_dir, frames = calibrated_model(cfg, Path(tmp), size=size,
+                                             n_baseline=getattr(args, "n_baseline", 12))
         default = PastaPipeline.load(model_dir, cfg)
         reference = PastaPipeline.load(model_dir, ref_cfg)
         artifacts = {f"{s[0]}x{s[1]}": a for s, a in
@@ -92,7 +95,7 @@ def bench_frame(args: Namespace) -> dict:
             same_c += int((a.cluster_map == b.cluster_map).sum())
             total_c += a.cluster_map.size
     med = {side: _medians(s) for side, s in samples.items()}
-    return {"bench": "frame", "frame": f"{FRAME[0]}x{FRAME[1]}",
+    return {"bench": "frame", "frame": f"{size[0]}x{size[1]}",
             "network_input": "x".join(map(str, default.extractor.size_for(test[0]))),
             "backbone": cfg.backbone, "icas": getattr(args, "icas", "off"),
             "default_path": {"backend": cfg.backend, "ort_precision": cfg.ort_precision,
