@@ -28,7 +28,28 @@ def bench_config(args: Namespace) -> PastaConfig:
                if getattr(args, k, None) is not None}
     if getattr(args, "fused_graph", None):
         changes["fused_graph"] = True
+    if changes.get("device") == "cuda" and "backend" not in changes:
+        changes["backend"] = gpu_backend()
     return PastaConfig().replace(**changes)
+
+
+def gpu_backend() -> str:
+    """The fastest backend this GPU machine has: tensorrt, else onnxruntime with a CUDA
+    provider, else torch (then default and reference differ only in nothing but noise)."""
+    from pasta_ros.core.backends import BackendError, check_backend
+
+    for name in ("tensorrt", "onnxruntime"):
+        try:
+            check_backend(name, "cuda")
+            if name == "onnxruntime":
+                import onnxruntime
+
+                if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                    continue
+            return name
+        except BackendError:
+            continue
+    return "torch"
 
 
 def calibrated_model(cfg: PastaConfig, root: Path, *, size: tuple[int, int] = FRAME,
