@@ -133,11 +133,18 @@ def source(count, targets_only):
                                      0 if targets_only else int(rng.integers(0, 4)))
             yield str(i), rgb
     return gen
-cfg = PastaConfig()
-ext = FeatureExtractor(build_backbone(cfg.backbone), (910, 512), color_weight=cfg.color_weight)
-model = calibrate(ext, source(n, False), source(max(4, n // 10), True), None, cfg, quiet=True)
+import tempfile, time
+from pasta_ros.pipeline import build_extractor
+cfg = PastaConfig().replace(backend=sys.argv[2]) if len(sys.argv) > 2 else PastaConfig()
+with tempfile.TemporaryDirectory() as tmp:  # backend onnxruntime: the graph's cache
+    ext = build_extractor(cfg, cache_dir=tmp)
+    t0 = time.perf_counter()
+    model = calibrate(ext, source(n, False), source(max(4, n // 10), True), None, cfg,
+                      quiet=True)
+    seconds = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"images": n, "peak_rss_mb": peak,
+print(json.dumps({"images": n, "peak_rss_mb": peak, "backend": cfg.backend,
+                  "calibrate_s": round(seconds, 1),
                   "anomaly_clusters": int(model.anomaly.sum())}))
 """
 
@@ -147,8 +154,9 @@ def bench_memory(args: Namespace) -> dict:
     runs = []
     for n in (max(10, args.images // 10), args.images):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n)], check=True,
-                             capture_output=True, text=True)
+        backend = getattr(args, "backend", None) or "onnxruntime"
+        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n), backend],
+                             check=True, capture_output=True, text=True)
         run = json.loads(out.stdout.strip().splitlines()[-1])
         run["seconds"] = round(time.perf_counter() - t0, 1)
         runs.append(run)

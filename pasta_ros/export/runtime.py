@@ -90,13 +90,15 @@ class ExportedBackbone(Backbone):
         self.artifacts: dict[tuple[int, int], dict] = {}  # size -> paths + parity, for reports
         self.quant_inputs: list[np.ndarray] = []  # (1, 3, H, W) float32, for int8 calibration
         self._collect = 0
+        self._fp32_runners: dict[tuple[int, int], RunnerBackbone] = {}
 
     def _stem(self) -> str:
         return f"{self.info.name.replace(':', '-').replace('+', '_')}-{self.tag}"
 
     def collect_inputs(self, n: int) -> None:
         """Keep the first ``n`` inputs this backbone runs on (calibration's baseline images)
-        as the int8 quantizer's calibration data."""
+        as the int8 quantizer's calibration data; until :meth:`prepare` builds the int8
+        graph, frames run on the fp32 graph."""
         self._collect = n
 
     def _export(self, size: tuple[int, int], path: Path) -> dict:
@@ -119,33 +121,49 @@ class ExportedBackbone(Backbone):
                               "calibrate with ort_precision int8 (or use fp32)")
         return quantize_int8(fp32, path, inputs)
 
-    def prepare(self, size: tuple[int, int]) -> RunnerBackbone:
-        """Export/build (or reuse) the graph for network input ``size = (W, H)``."""
-        if size in self._runners:
-            return self._runners[size]
+    def _fp32(self, size: tuple[int, int]) -> tuple[Path, dict]:
         w, h = size
         onnx = self.opts.cache_dir / f"{self._stem()}-{w}x{h}.onnx"
         key = ArtifactKey("backbone", f"{self.info.name}@{self.tag}", size, "fp32")
-        side = ensure_artifact(onnx, key, lambda p: self._export(size, p),
-                               rebuild=self.opts.rebuild)
-        graph = onnx
+        return onnx, ensure_artifact(onnx, key, lambda p: self._export(size, p),
+                                     rebuild=self.opts.rebuild)
+
+    def prepare(self, size: tuple[int, int]) -> RunnerBackbone:
+        """Export/build (or reuse) the graph for network input ``size = (W, H)``; for int8,
+        quantize it from the inputs collected so far (then stop collecting)."""
+        if size in self._runners:
+            return self._runners[size]
+        w, h = size
+        graph, side = self._fp32(size)
         if self.opts.backend == "onnxruntime" and self.opts.ort_precision == "int8":
-            graph = onnx.with_name(onnx.stem + "-int8.onnx")
-            side = ensure_artifact(graph, ArtifactKey("backbone", key.source, size, "int8"),
-                                   lambda p: self._quantize(onnx, p, size),
+            fp32 = graph
+            graph = fp32.with_name(fp32.stem + "-int8.onnx")
+            key = ArtifactKey("backbone", f"{self.info.name}@{self.tag}", size, "int8")
+            side = ensure_artifact(graph, key, lambda p: self._quantize(fp32, p, size),
                                    rebuild=self.opts.rebuild)
+            self._collect, self.quant_inputs = 0, []
         artifact = _artifact(graph, self._stem(), size, self.opts)
         self.artifacts[size] = {**(side.get("parity") or {}), "path": str(graph),
                                 "input_size": [w, h], "artifact": str(artifact)}
         self._runners[size] = RunnerBackbone(_open(self.opts, artifact), self.info)
         return self._runners[size]
 
+    def _collecting_runner(self, size: tuple[int, int]) -> RunnerBackbone:
+        """The fp32 graph, while baseline inputs are still kept for int8 calibration: the
+        whole calibration runs in fp32 and the int8 graph is built after it."""
+        if size not in self._fp32_runners:
+            onnx, _ = self._fp32(size)
+            self._fp32_runners[size] = RunnerBackbone(_open(self.opts, onnx), self.info)
+        return self._fp32_runners[size]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.quant_inputs) < self._collect:
+        size = (int(x.shape[-1]), int(x.shape[-2]))
+        if self._collect and size not in self._runners:
+            keep = min(x.shape[0], self._collect - len(self.quant_inputs))
             self.quant_inputs.extend(x[i:i + 1].detach().cpu().float().numpy().copy()
-                                     for i in range(min(x.shape[0],
-                                                        self._collect - len(self.quant_inputs))))
-        return self.prepare((int(x.shape[-1]), int(x.shape[-2])))(x)
+                                     for i in range(max(0, keep)))
+            return self._collecting_runner(size)(x)
+        return self.prepare(size)(x)
 
 
 class ExportedClusterMap:
