@@ -190,3 +190,9 @@ def test_bench_frame_json_keys_on_a_tiny_frame():
     assert out["default_path"]["backend"] == "onnxruntime"
     assert out["reference_path"]["backend"] == "torch"
     assert out["labels_agree_pct"] >= 99.0
+
+
+def test_installed_graphs_stay_valid_beside_a_new_model(lite0, tmp_path):
+    _, ort = _exported(lite0, tmp_path / "cache")
+    (copied,) = ort.install(tmp_path / "model" / "engines")
+    assert stale_reason(copied, ArtifactKey("backbone", "efficientnet_lite0@w1", SIZE)) is None

@@ -148,6 +148,23 @@ class ExportedBackbone(Backbone):
         self._runners[size] = RunnerBackbone(_open(self.opts, artifact), self.info)
         return self._runners[size]
 
+    def install(self, dest: Path) -> list[Path]:
+        """Copy the prepared graphs and their sidecars into ``dest`` (a new model's
+        ``engines/``), so a restart on that model reuses them; returns the copied graphs."""
+        import shutil
+
+        from pasta_ros.export.artifacts import sidecar_path
+
+        dest.mkdir(parents=True, exist_ok=True)
+        out = []
+        for info in self.artifacts.values():
+            src = Path(info["path"])
+            if src.parent.resolve() != dest.resolve() and src.is_file():
+                shutil.copy2(src, dest / src.name)
+                shutil.copy2(sidecar_path(src), sidecar_path(dest / src.name))
+                out.append(dest / src.name)
+        return out
+
     def _collecting_runner(self, size: tuple[int, int]) -> RunnerBackbone:
         """The fp32 graph, while baseline inputs are still kept for int8 calibration: the
         whole calibration runs in fp32 and the int8 graph is built after it."""

@@ -176,6 +176,8 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
         models_root.mkdir(parents=True, exist_ok=True)
         out = save_model(model, models_root / model.model_id)
         pipeline = PastaPipeline.load(out, ccfg, extractor=extractor)
+        if hasattr(extractor.backbone, "install"):  # exported graphs beside the new model
+            extractor.backbone.install(out / "engines")
         write_latest(models_root, out.name)
     except USER_ERRORS as exc:
         return Outcome(False, f"recalibration failed: {exc}",
