@@ -1,6 +1,6 @@
-"""Calibrate PASTA from image folders or bags into a model directory: the one place that the
-CLI (``pasta calibrate``), the node's recalibration and the benchmarks build an extractor and
-run a calibration from paths."""
+"""Calibrate from image folders or bags into a model directory: the one place that the CLI
+(``pasta calibrate``) and the benchmarks run a calibration from paths (the extractor comes from
+:func:`pasta_ros.pipeline.build_extractor`, as for inference)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pasta_ros.core.backbones import build_backbone, weights_fingerprint
+from pasta_ros.core.backbones import weights_fingerprint
 from pasta_ros.core.clustering import assign_clusters
 from pasta_ros.core.config import PastaConfig
-from pasta_ros.core.features import FeatureExtractor, ImageSource, resolve_device
+from pasta_ros.core.features import FeatureExtractor, ImageSource
 from pasta_ros.core.methods import METHODS
 from pasta_ros.core.model_io import CalibratedModel, save_model
 from pasta_ros.core.report import overlay_clusters, plot_distributions, write_rgb
 from pasta_ros.data.images import ReadStats
+from pasta_ros.pipeline import build_extractor, prepare_runtime
 from pasta_ros.sources import open_source
-
-
-def build_extractor(cfg: PastaConfig) -> FeatureExtractor:
-    """The frozen backbone of ``cfg`` wrapped for patch features at ``cfg``'s input size."""
-    backbone = build_backbone(cfg.backbone, cfg.weights)
-    return FeatureExtractor(backbone, (cfg.input_width, cfg.input_height),
-                            resolve_device(cfg.device), cfg.color_weight)
 
 
 def write_report(model: CalibratedModel, extractor: FeatureExtractor, source: ImageSource,
@@ -49,12 +43,13 @@ def calibrate_paths(cfg: PastaConfig, baseline: Path, reference: Path, empty: Pa
     base_src = open_source(baseline, topic, stats=stats)
     ref_src = open_source(reference, topic, stats=stats)
     empty_src = open_source(empty, topic, stats=stats) if empty else None
-    extractor = build_extractor(cfg)
+    extractor = build_extractor(cfg, cache_dir=Path(out) / "engines")  # graphs beside the model
     calibrate = METHODS[cfg.method].calibrate
     model = calibrate(extractor, base_src, ref_src, empty_src, cfg,
                       weights_hash=weights_fingerprint(cfg.backbone, cfg.weights), quiet=quiet)
     model.stats["skipped_images"] = stats.n_skipped
     save_model(model, out)
+    prepare_runtime(extractor.backbone, model.input_size, model.stride)  # int8: built here
     write_report(model, extractor, base_src, out)
     return {"model": str(out), "model_id": model.model_id,
             "anomaly_clusters": np.flatnonzero(model.anomaly).tolist(),

@@ -23,7 +23,11 @@ from pasta_ros.core.errors import ModelError
 from pasta_ros.core.features import FeatureExtractor, resolve_device
 from pasta_ros.core.fusion import Instance, fuse, upsample_nearest
 from pasta_ros.core.model_io import CalibratedModel, load_model
+from pasta_ros.core.preprocess import network_size
 from pasta_ros.core.segmenters import Segmenter, build_segmenter
+from pasta_ros.core.threads import configure_threads
+
+QUANT_IMAGES = 10  # baseline images kept for int8 calibration (8 calibrate, 2 check)
 
 if TYPE_CHECKING:
     from pasta_ros.core.icas.vote import IcasVote
@@ -67,6 +71,55 @@ def check_model_matches(model: CalibratedModel, cfg: PastaConfig, explicit: set[
                          f"{model.input_size[1]} but {size[0]}x{size[1]} was requested")
 
 
+def default_cache_dir() -> Path:
+    """Where exported graphs go when no model directory is at hand (``pasta evaluate
+    --data``, a recalibration in progress): ``$XDG_CACHE_HOME/pasta_ros/engines``."""
+    import os
+
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "pasta_ros" / "engines"
+
+
+def runtime_options(cfg: PastaConfig, cache_dir: Path):
+    """The export/runtime options of ``cfg`` for graphs cached in ``cache_dir``."""
+    from pasta_ros.export.runtime import RuntimeOptions
+
+    return RuntimeOptions(cfg.backend, Path(cache_dir), cfg.device, cfg.precision,
+                          cfg.engine_rebuild, configure_threads(cfg.threads),
+                          cfg.ort_precision)
+
+
+def build_extractor(cfg: PastaConfig, *, cache_dir: str | Path | None = None,
+                    backbone=None) -> FeatureExtractor:
+    """The feature extractor of ``cfg`` (calibration and inference alike): the registry
+    backbone in torch, or, for ``backend`` onnxruntime/tensorrt, its exported graph cached in
+    ``cache_dir`` (``cfg.engine_dir``, else :func:`default_cache_dir`). Sets the process's
+    threads (:mod:`pasta_ros.core.threads`). With ``ort_precision int8`` the first baseline
+    images it runs on are kept to calibrate the int8 graph (see :func:`prepare_runtime`)."""
+    configure_threads(cfg.threads)
+    backbone = backbone or build_backbone(cfg.backbone, cfg.weights)
+    if cfg.backend != "torch":
+        from pasta_ros.export.runtime import ExportedBackbone
+
+        cache = Path(cfg.engine_dir) if cfg.engine_dir else Path(cache_dir or
+                                                                 default_cache_dir())
+        backbone = ExportedBackbone(backbone, runtime_options(cfg, cache),
+                                    weights_fingerprint(cfg.backbone, cfg.weights))
+        if cfg.ort_precision == "int8":
+            backbone.collect_inputs(QUANT_IMAGES)
+    return FeatureExtractor(backbone, (cfg.input_width, cfg.input_height),
+                            resolve_device(cfg.device), cfg.color_weight)
+
+
+def prepare_runtime(component, input_size: tuple[int, int], stride: int) -> None:
+    """Export/check/build (or reuse) the graph an exported backbone or fused graph needs for
+    camera frames of ``input_size = (W, H)``, so the first frame pays nothing; a no-op for
+    torch. Frames of another aspect get their own graph on first use."""
+    if hasattr(component, "prepare"):
+        w, h = input_size
+        component.prepare(network_size(w, h, w, h, stride))
+
+
 class PastaPipeline:
     """A calibrated model with its backbone and segmenter, ready for frames."""
 
@@ -100,23 +153,22 @@ class PastaPipeline:
                              f"{model.weights_hash} but the given weights hash to {fingerprint}")
         cluster_map_fn = None
         if extractor is None:
+            cache = Path(cfg.engine_dir) if cfg.engine_dir else Path(model_dir) / "engines"
             backbone = build_backbone(model.backbone, cfg.weights)
-            if cfg.backend != "torch":
-                from pasta_ros.export.runtime import (
-                    ExportedBackbone,
-                    ExportedClusterMap,
-                    RuntimeOptions,
-                )
+            if cfg.backend != "torch" and cfg.fused_graph:
+                from pasta_ros.export.runtime import ExportedClusterMap
 
-                cache = Path(cfg.engine_dir) if cfg.engine_dir else Path(model_dir) / "engines"
-                opts = RuntimeOptions(cfg.backend, cache, cfg.device, cfg.precision,
-                                      cfg.engine_rebuild)
-                if cfg.fused_graph:
-                    cluster_map_fn = ExportedClusterMap(model, backbone, opts)
-                else:
-                    backbone = ExportedBackbone(backbone, opts, fingerprint)
-            extractor = FeatureExtractor(backbone, model.input_size, resolve_device(cfg.device),
-                                         model.color_weight)
+                cluster_map_fn = ExportedClusterMap(model, backbone,
+                                                    runtime_options(cfg, cache))
+                prepare_runtime(cluster_map_fn, model.input_size, backbone.info.stride)
+                extractor = FeatureExtractor(backbone, model.input_size,
+                                             resolve_device(cfg.device), model.color_weight)
+            else:
+                mcfg = cfg.replace(input_width=model.input_size[0],
+                                   input_height=model.input_size[1],
+                                   color_weight=model.color_weight, backbone=model.backbone)
+                extractor = build_extractor(mcfg, cache_dir=cache, backbone=backbone)
+        prepare_runtime(extractor.backbone, model.input_size, extractor.info.stride)
         vote = cfg.vote_threshold if explicit and "vote_threshold" in explicit \
             else model.vote_threshold
         return cls(model, extractor, build_segmenter(cfg.segmenter, model, cfg), vote,

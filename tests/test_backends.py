@@ -309,7 +309,8 @@ def test_pipeline_onnxruntime_matches_torch(tiny_model, tiny_steel, tmp_path, fu
     from pasta_ros.pipeline import PastaPipeline
 
     image = read_image(list_images(tiny_steel.test_images)[0])
-    ref = PastaPipeline.load(tiny_model, PastaConfig(device="cpu")).process(image)
+    torch_cfg = PastaConfig(device="cpu", backend="torch")
+    ref = PastaPipeline.load(tiny_model, torch_cfg).process(image)
     cfg = PastaConfig(device="cpu", backend="onnxruntime", fused_graph=fused,
                       engine_dir=str(tmp_path))
     got = PastaPipeline.load(tiny_model, cfg).process(image)

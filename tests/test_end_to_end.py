@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from pasta_ros.core.backbones import build_backbone
 from pasta_ros.core.calibration import calibrate
 from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.features import FeatureExtractor
@@ -16,7 +15,7 @@ from pasta_ros.core.model_io import CalibratedModel, load_model
 from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.data.images import read_image
 from pasta_ros.data.layout import DatasetLayout, read_mask, test_pairs
-from pasta_ros.pipeline import FrameResult, PastaPipeline
+from pasta_ros.pipeline import FrameResult, PastaPipeline, build_extractor
 from pasta_ros.sources import folder_source
 
 CFG = PastaConfig(input_width=224, input_height=128, clusters=8, device="cpu")
@@ -28,8 +27,8 @@ FOREGROUND_IOU_FLOOR = 0.40
 
 
 def make_extractor(cfg: PastaConfig) -> FeatureExtractor:
-    return FeatureExtractor(build_backbone(cfg.backbone), (cfg.input_width, cfg.input_height),
-                            "cpu", cfg.color_weight)
+    """The configured backbone as the CLI builds it (default backend: ONNX Runtime)."""
+    return build_extractor(cfg)
 
 
 def make_pipeline(model: CalibratedModel, extractor: FeatureExtractor,

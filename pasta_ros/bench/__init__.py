@@ -23,7 +23,8 @@ class Benchmark(NamedTuple):
 BENCHMARKS: dict[str, Benchmark] = {
     "fusion": Benchmark("pasta", "bench_fusion",
                         "assignment + fusion at 910x512 vs a straightforward reference"),
-    "frame": Benchmark("pasta", "bench_frame", "whole-frame latency per stage"),
+    "frame": Benchmark("frame", "bench_frame", "whole-frame latency per stage: the default "
+                       "pipeline vs the torch-eager reference on the same frames"),
     "memory": Benchmark("pasta", "bench_memory", "peak RSS of calibration for N/10 and N images"),
     "backends": Benchmark("backends", "bench_backends",
                           "torch vs ONNX Runtime (vs TensorRT on a GPU) per exported graph"),

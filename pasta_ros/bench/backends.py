@@ -167,8 +167,13 @@ def bench_sam3(tmp: Path, frames: list[np.ndarray], repeats: int, threads: int) 
 
 
 def bench_backends(args: Namespace) -> dict:
-    """Run the three comparisons above; ``args.repeats`` (timed runs per side)."""
+    """Run the three comparisons above; ``args.repeats`` (timed runs per side).
+    ``--backend tensorrt`` (or ``--device cuda``): the GPU comparison instead."""
     from pasta_ros.bench.machine import machine
+
+    if getattr(args, "backend", None) == "tensorrt" or getattr(args, "device", None) == "cuda":
+        args.backend = getattr(args, "backend", None) or "onnxruntime"
+        return bench_backends_gpu(args)
 
     repeats = max(1, int(getattr(args, "repeats", 10)))
     threads = torch.get_num_threads()
@@ -179,3 +184,57 @@ def bench_backends(args: Namespace) -> dict:
                 "backbone_efficientnet_lite0": bench_backbone(tmp, frames, repeats, threads),
                 "fused_graph": bench_fused(tmp, frames, repeats, threads),
                 "sam3_tiny": bench_sam3(tmp, frames, repeats, threads)}
+
+
+def bench_backbone_gpu(tmp: Path, frames: list[np.ndarray], repeats: int, backend: str,
+                       precision: str) -> dict:  # pragma: no cover - needs a CUDA GPU
+    """efficientnet_lite0 on the GPU: torch eager (cuda, fp32) vs ``backend`` (tensorrt, or
+    onnxruntime with its CUDA provider) through ExportedBackbone, with the same keys as the
+    CPU comparison (``<backend>_ms`` in place of ``onnxruntime_ms``)."""
+    from pasta_ros.core.backbones import build_backbone
+    from pasta_ros.core.features import FeatureExtractor
+    from pasta_ros.core.preprocess import to_tensor_batch
+    from pasta_ros.export.onnx_export import compare
+    from pasta_ros.export.runtime import ExportedBackbone, RuntimeOptions
+
+    backbone = build_backbone("efficientnet_lite0")
+    exported = ExportedBackbone(backbone, RuntimeOptions(backend, tmp, "cuda", precision), "gpu")
+    ext = FeatureExtractor(backbone, BENCH_SIZE, "cuda")
+    prepared = ext.prepare(frames[0])
+    h, w = prepared.shape[:2]
+    exported.prepare((w, h))  # export + engine build outside the timing
+    x = to_tensor_batch([prepared], backbone.info.mean, backbone.info.std, "cuda")
+
+    def synced(fn):
+        def run():
+            out = fn(x)
+            torch.cuda.synchronize()
+            return out
+        return run
+
+    with torch.inference_mode():
+        times = _paired({"torch_ms": synced(ext.backbone), f"{backend}_ms": synced(exported)},
+                        repeats)
+        parity = compare("features", ext.backbone(x).float().cpu().numpy(),
+                         exported(x).float().cpu().numpy())
+    return {"input": f"{w}x{h}", "device": torch.cuda.get_device_name(0),
+            "precision": precision, **times,
+            "speedup": round(times["torch_ms"] / times[f"{backend}_ms"], 2),
+            "max_abs_error": parity.max_abs, "cosine": parity.cosine}
+
+
+def bench_backends_gpu(args: Namespace) -> dict:  # pragma: no cover - needs a CUDA GPU
+    """`pasta bench backends --backend tensorrt` (or onnxruntime --device cuda): the backbone
+    on the GPU; BackendError naming what is missing on a machine without one."""
+    from pasta_ros.bench.machine import machine
+    from pasta_ros.core.backends import check_backend
+
+    backend = args.backend
+    check_backend(backend, "cuda")
+    repeats = max(1, int(getattr(args, "repeats", 10)))
+    precision = getattr(args, "precision", None) or "fp16"
+    frames = _frames(2, BENCH_SIZE)
+    with tempfile.TemporaryDirectory(prefix="pasta_bench_gpu_") as d:
+        return {"machine": machine(), "repeats": repeats, "backend": backend,
+                "backbone_efficientnet_lite0": bench_backbone_gpu(Path(d), frames, repeats,
+                                                                  backend, precision)}

@@ -3,7 +3,7 @@
 fusion: assignment + fusion + outputs at 910x512 with 20 instances, ours (torch, vectorised)
         vs a straightforward reference (sklearn ``predict`` + per-mask numpy loops), same
         inputs, outputs checked equal, in one run.
-frame:  whole-frame latency per stage with efficientnet_lite0 on synthetic steel frames.
+frame:  whole-frame latency per stage, default pipeline vs torch-eager reference, same frames.
 memory: peak RSS of calibrating N baseline images at 910x512 in a fresh process, for
         N/10 and N images, to show the peak does not grow with N.
 """
@@ -90,46 +90,7 @@ def bench_fusion(args: Namespace) -> dict:
             "speedup": round(t_ref / t_ours, 1), "outputs_equal": bool(same), **machine()}
 
 
-def bench_frame(args: Namespace) -> dict:
-    """Per-stage latency of the whole pipeline, efficientnet_lite0, synthetic steel frames."""
-    import tempfile
-    from pathlib import Path
-
-    from pasta_ros.core.backbones import build_backbone
-    from pasta_ros.core.calibration import calibrate
-    from pasta_ros.core.config import PastaConfig
-    from pasta_ros.core.features import FeatureExtractor
-    from pasta_ros.core.segmenters import build_segmenter
-    from pasta_ros.data.synth import generate
-    from pasta_ros.pipeline import PastaPipeline
-    from pasta_ros.sources import folder_source
-
-    cfg = PastaConfig()
-    with tempfile.TemporaryDirectory() as tmp:
-        lay = generate("steel", Path(tmp), seed=0, n_baseline=12, n_reference=6, n_empty=3,
-                       n_test=6)
-        ext = FeatureExtractor(build_backbone(cfg.backbone), (cfg.input_width, cfg.input_height),
-                               color_weight=cfg.color_weight)
-        model = calibrate(ext, folder_source(lay.baseline), folder_source(lay.reference),
-                          folder_source(lay.empty), cfg, quiet=True)
-        pipe = PastaPipeline(model, ext, build_segmenter("clusters", model, cfg), 0.1)
-        frames = [img for _, img in folder_source(lay.test_images)()]
-        vote = _icas_vote(getattr(args, "icas", "off"),
-                          [img for _, img in folder_source(lay.reference)()][:4])
-    pipe.process(frames[0], icas=vote)
-    stages: dict[str, list[float]] = {}
-    for i in range(args.repeats):
-        for key, ms in pipe.process(frames[i % len(frames)], icas=vote).timings.items():
-            stages.setdefault(key, []).append(ms)
-    return {"bench": "frame", "backbone": cfg.backbone, "frame": "910x512",
-            "icas": getattr(args, "icas", "off"),
-            "network_input": "x".join(map(str, ext.size_for(frames[0]))),
-            "median_ms": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
-            "p95_total_ms": round(float(np.percentile(stages["total"], 95)), 2),
-            "repeats": args.repeats, **machine()}
-
-
-def _icas_vote(mode: str, normal: list[np.ndarray]):
+def icas_vote(mode: str, normal: list[np.ndarray]):
     """The node's iCAS vote for ``bench frame --icas``: the shipped checkpoint, 4 normal shots
     (targets-only frames); None for 'off'."""
     if mode == "off":
@@ -158,11 +119,18 @@ def source(count, targets_only):
                                      0 if targets_only else int(rng.integers(0, 4)))
             yield str(i), rgb
     return gen
-cfg = PastaConfig()
-ext = FeatureExtractor(build_backbone(cfg.backbone), (910, 512), color_weight=cfg.color_weight)
-model = calibrate(ext, source(n, False), source(max(4, n // 10), True), None, cfg, quiet=True)
+import tempfile, time
+from pasta_ros.pipeline import build_extractor
+cfg = PastaConfig().replace(backend=sys.argv[2]) if len(sys.argv) > 2 else PastaConfig()
+with tempfile.TemporaryDirectory() as tmp:  # backend onnxruntime: the graph's cache
+    ext = build_extractor(cfg, cache_dir=tmp)
+    t0 = time.perf_counter()
+    model = calibrate(ext, source(n, False), source(max(4, n // 10), True), None, cfg,
+                      quiet=True)
+    seconds = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"images": n, "peak_rss_mb": peak,
+print(json.dumps({"images": n, "peak_rss_mb": peak, "backend": cfg.backend,
+                  "calibrate_s": round(seconds, 1),
                   "anomaly_clusters": int(model.anomaly.sum())}))
 """
 
@@ -172,8 +140,9 @@ def bench_memory(args: Namespace) -> dict:
     runs = []
     for n in (max(10, args.images // 10), args.images):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n)], check=True,
-                             capture_output=True, text=True)
+        backend = getattr(args, "backend", None) or "onnxruntime"
+        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n), backend],
+                             check=True, capture_output=True, text=True)
         run = json.loads(out.stdout.strip().splitlines()[-1])
         run["seconds"] = round(time.perf_counter() - t0, 1)
         runs.append(run)

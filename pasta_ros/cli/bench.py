@@ -22,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="frame: also run the iCAS vote (shipped checkpoint, 4 normal shots)")
     b.add_argument("--checkpoint", type=Path, help="icas: checkpoint (default: the shipped one)")
     b.add_argument("--seeds", type=parse_ints, default=[0, 1, 2, 3, 4], help="icas: seeds")
+    b.add_argument("--device", help="frame: auto | cpu | cuda (default: the config's auto)")
+    b.add_argument("--backend", help="frame: the default path's backend; backends: also "
+                                     "tensorrt (GPU)")
+    b.add_argument("--ort-precision", help="frame: fp32 | int8 for the default path")
+    b.add_argument("--threads", type=int, help="threads for torch/ORT/numba/OpenCV (0 = all)")
     b.add_argument("--repeats", type=int, default=50)
     b.add_argument("--json", type=Path)
     b.set_defaults(func=cmd_bench)

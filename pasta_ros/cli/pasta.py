@@ -133,11 +133,10 @@ def cmd_segment(args: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
-    from pasta_ros.calibration_job import build_extractor
     from pasta_ros.core.backbones import weights_fingerprint
     from pasta_ros.data.layout import DatasetLayout
     from pasta_ros.evaluation import evaluate, evaluate_grid, format_summary, save_json
-    from pasta_ros.pipeline import PastaPipeline
+    from pasta_ros.pipeline import PastaPipeline, build_extractor
     from pasta_ros.sources import folder_source
 
     cfg, explicit = config_from_args(args)

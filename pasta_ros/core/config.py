@@ -34,6 +34,7 @@ METHOD_CHOICES = tuple(METHODS)
 PRECISION_CHOICES = ("fp32", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 BACKEND_CHOICES = ("torch", "onnxruntime", "tensorrt")
+ORT_PRECISION_CHOICES = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,15 @@ class _SharedConfig:
                             lo=1, hi=100)
     device: str = _f("auto", "torch device: auto picks cuda when available",
                      choices=DEVICE_CHOICES)
-    backend: str = _f("torch", "inference backend", choices=BACKEND_CHOICES)
+    backend: str = _f("onnxruntime", "inference backend for the backbone: onnxruntime (default; "
+                                     "exported and parity-checked once per model, cached "
+                                     "beside it), torch (eager) or tensorrt (GPU)",
+                      choices=BACKEND_CHOICES)
+    ort_precision: str = _f("fp32", "onnxruntime backbone precision: fp32, or int8 (static "
+                                    "quantization calibrated on the baseline images; built "
+                                    "at calibration)", choices=ORT_PRECISION_CHOICES)
+    threads: int = _f(0, "intra-op threads for torch, ONNX Runtime, numba and OpenCV, set once "
+                         "per process (0 = $PASTA_THREADS, else all cores)", lo=0, hi=1024)
     segmenter: str = _f("clusters", "instance segmenter: " + "; ".join(
         f"{name} = {entry.description}" for name, entry in SEGMENTERS.items()),
         choices=SEGMENTER_CHOICES)
@@ -84,8 +93,8 @@ class _SharedConfig:
     precision: str = _f("fp16", "TensorRT engine precision", choices=PRECISION_CHOICES)
     engine_dir: str = _f("", "folder for exported ONNX files and TensorRT engines "
                              "('' = <model dir>/engines)")
-    engine_rebuild: bool = _f(True, "build a missing or stale TensorRT engine at start-up "
-                                    "(False: fail and say why)")
+    engine_rebuild: bool = _f(True, "rebuild a stale TensorRT engine or cached ONNX file at "
+                                    "start-up (False: fail and say why)")
     min_area: int = _f(150, "segments smaller than this many pixels (at input size) are dropped",
                        lo=0, hi=10**7)
 

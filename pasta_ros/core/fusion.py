@@ -126,19 +126,21 @@ def summarize(rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
 
 def fuse(instance_ids: np.ndarray | torch.Tensor, anomaly_patches: np.ndarray | torch.Tensor,
          vote_threshold: float = 0.1, *, with_instances: bool = True,
-         compiled: bool | None = None) -> FusionResult:
+         compiled: bool | None = None, torch_path: bool = False) -> FusionResult:
     """Classify every instance and paint the 3-class label image.
 
     instance_ids: ``(H, W)`` int, 0 = background, 1..N instances (disjoint).
     anomaly_patches: ``(h, w) bool`` patch map (cluster in an anomaly cluster). When it is a
     CUDA tensor the pixel passes run on the GPU; otherwise on the CPU, with the compiled
     kernels of :mod:`cpu_kernels` (``compiled=None``: when numba imports) or numpy
-    (``compiled=False``); both give the same result.
+    (``compiled=False``); both give the same result. ``torch_path`` forces the GPU's torch
+    histogram path on any device (so the CPU tests run it).
     Returns labels ``(H, W) uint8`` {0 background, 1 target, 2 anomaly} and the instances.
     """
     on_gpu = isinstance(anomaly_patches, torch.Tensor) and anomaly_patches.is_cuda
     compiled = cpu_kernels.AVAILABLE if compiled is None else compiled
-    if on_gpu:
+    if on_gpu or torch_path:
+        anomaly_patches = torch.as_tensor(anomaly_patches)
         ids = torch.as_tensor(instance_ids, device=anomaly_patches.device).long()
         n = int(ids.max()) if ids.numel() else 0
         st = summarize(*instance_histograms(ids, upsample_nearest(anomaly_patches, *ids.shape),

@@ -165,10 +165,10 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
     Returns an Outcome; user errors become ``success=False`` with the reason. A cancel raised
     by ``feedback`` propagates (the saved folder, if any, is removed first).
     """
-    from pasta_ros.calibration_job import build_extractor
     from pasta_ros.core.backbones import weights_fingerprint
     from pasta_ros.core.calibration import calibrate
     from pasta_ros.core.model_io import save_model
+    from pasta_ros.pipeline import build_extractor
     from pasta_ros.sources import bag_source
 
     t0 = time.perf_counter()
@@ -196,6 +196,8 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
         models_root.mkdir(parents=True, exist_ok=True)
         out = save_model(model, models_root / model.model_id)
         pipeline = PastaPipeline.load(out, ccfg, extractor=extractor)
+        if hasattr(extractor.backbone, "install"):  # exported graphs beside the new model
+            extractor.backbone.install(out / "engines")
         report("swap", total[0])
     except RecalibrationCancelled:
         discard(out)
