@@ -167,7 +167,7 @@ def test_threads_env(monkeypatch):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_forced_torch_fusion_path_equals_the_compiled_kernels(seed):
-    from pasta_ros.bench import synthetic_instances
+    from pasta_ros.bench.pasta import synthetic_instances
     from pasta_ros.core.fusion import fuse
 
     rng = np.random.default_rng(seed)
