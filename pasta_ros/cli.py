@@ -61,6 +61,26 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sam3-prompt", help="SAM 3 text prompt")
     p.add_argument("--sam3-score-threshold", type=float, help="SAM 3 score threshold (0.5)")
     p.add_argument("--config", type=Path, help="YAML file (ros__parameters form or flat)")
+    _remaining_config_args(p)
+
+
+def _remaining_config_args(p: argparse.ArgumentParser) -> None:
+    """A flag for every PastaConfig field that has none above (issue 9: color_weight,
+    object_codebook, split_clusters, ...): --name VALUE, or --name / --no-name for bools."""
+    from pasta_ros.config import field_specs
+    taken = {a.dest for a in p._actions} | {"input_width", "input_height"}
+    for f in field_specs():
+        if f.name in taken:
+            continue
+        flag, desc = "--" + f.name.replace("_", "-"), f.metadata["description"]
+        if isinstance(f.default, bool):
+            p.add_argument(flag, dest=f.name, action="store_const", const=True, default=None,
+                           help=f"{desc} (default {f.default})")
+            p.add_argument("--no-" + flag[2:], dest=f.name, action="store_const", const=False,
+                           help=f"turn {f.name} off")
+        else:
+            p.add_argument(flag, dest=f.name, type=type(f.default), default=None,
+                           help=f"{desc} (default {f.default})")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[PastaConfig, set[str]]:
@@ -74,6 +94,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[PastaConfig, set[str]]:
              "device", "batch_size", "min_area", "backend", "fused_graph", "precision",
              "engine_dir", "engine_rebuild", "segmenter", "sam3_weights", "sam3_prompt",
              "sam3_score_threshold"}
+    from pasta_ros.config import field_specs
+    names |= {f.name for f in field_specs()} - {"input_width", "input_height"}
     values.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
     if getattr(args, "input_size", None):
         values["input_width"], values["input_height"] = args.input_size
@@ -86,13 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="generate a synthetic dataset (steel or plants)")
-    s.add_argument("--preset", choices=("steel", "plants"), default="steel")
+    s.add_argument("--preset", choices=("steel", "plants", "belt_dense_dev", "belt_thin_dev",
+                                        "belt_far_dev", "belt_dense", "belt_dense_near",
+                                        "belt_thin"), default="steel")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=parse_size, default=(910, 512), help="image WxH")
     for name, default in (("baseline", 80), ("reference", 40), ("empty", 12), ("test", 30)):
         s.add_argument(f"--n-{name}", type=int, default=default)
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    s.add_argument("--touch", type=float, help="conveyor presets: share of objects placed "
+                   "touching or overlapping another (0-1)")
+    s.add_argument("--thin", type=float, help="conveyor presets: share of wires and rods (0-1)")
+    s.add_argument("--scale", type=float, help="conveyor presets: object scale, camera height "
+                   "(0.5 high .. 2 low)")
+    s.add_argument("--look", help="conveyor presets: belt look (green_pvc, black_rubber, "
+                   "tan_canvas, blue_mesh)")
+    s.add_argument("--gradient", action=argparse.BooleanOptionalAction, default=None,
+                   help="conveyor presets: scene-wide lighting gradient")
+    s.add_argument("--blur", action=argparse.BooleanOptionalAction, default=None,
+                   help="conveyor presets: motion blur along the belt")
 
     c = sub.add_parser("calibrate", help="fit PASTA on a baseline and a reference set")
     c.add_argument("--baseline", type=Path, required=True, help="image folder or bag")
@@ -113,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="Evaluations A and B on a test set, or a seed x K grid")
     e.add_argument("--model", type=Path, help="calibrated model (with --test)")
-    e.add_argument("--test", type=Path, help="dataset root holding test/images, test/masks")
+    e.add_argument("--test", type=Path, help="dataset root or its test folder (images/, "
+                   "masks/ and/or labels.csv)")
     e.add_argument("--data", type=Path, help="dataset root: calibrate per seed and K")
     e.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4])
     e.add_argument("--cluster-grid", "--clusters-list", dest="cluster_grid", type=_ints,

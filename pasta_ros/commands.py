@@ -44,9 +44,14 @@ def make_extractor(cfg: PastaConfig) -> FeatureExtractor:
 
 def cmd_synth(args: argparse.Namespace) -> dict:
     from pasta_ros.data.synth import generate
-    generate(args.preset, args.out, seed=args.seed, width=args.size[0], height=args.size[1],
-             n_baseline=args.n_baseline, n_reference=args.n_reference, n_empty=args.n_empty,
-             n_test=args.n_test, overwrite=args.overwrite)
+    try:
+        generate(args.preset, args.out, seed=args.seed, width=args.size[0],
+                 height=args.size[1], n_baseline=args.n_baseline, n_reference=args.n_reference,
+                 n_empty=args.n_empty, n_test=args.n_test, overwrite=args.overwrite,
+                 **{k: getattr(args, k, None) for k in ("touch", "thin", "scale", "look",
+                                                         "gradient", "blur")})
+    except ValueError as exc:  # bad counts, sizes or options: a user error
+        raise PastaError(str(exc)) from None
     return {"dataset": str(args.out), "preset": args.preset, "seed": args.seed}
 
 
@@ -123,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         print(format_summary(result["summary"]), file=sys.stderr)
     elif args.model and args.test:
         pipe = PastaPipeline.load(args.model, cfg, explicit=explicit)
-        layout = DatasetLayout.discover(args.test)
+        layout = DatasetLayout.for_test(args.test)
         vote, icas_info = icas_vote_from_args(args, layout)
         result = evaluate(pipe, layout, quiet=args.quiet, icas=vote)
         result["model_id"] = pipe.model.model_id

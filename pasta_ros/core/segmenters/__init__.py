@@ -14,7 +14,17 @@ if TYPE_CHECKING:
 
 
 def build_segmenter(name: str, model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
-    """The segmenter called ``name`` for a calibrated model."""
+    """The segmenter called ``name`` for a calibrated model; with ``cfg.instance_split``
+    wrapped in the material-aware split (:mod:`pasta_ros.core.instance_split`)."""
+    seg = _build(name, model, cfg)
+    if not cfg.instance_split:
+        return seg
+    from pasta_ros.core.instance_split import MaterialSplitSegmenter
+    return MaterialSplitSegmenter(seg, model.anomaly, min_area=cfg.min_area,
+                                  min_separation=cfg.split_separation)
+
+
+def _build(name: str, model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
     if name == "clusters":
         return ClusterSegmenter(model.background, model.color_log_odds, min_area=cfg.min_area)
     if name == "sam3":
