@@ -24,7 +24,9 @@ from pasta_ros.evaluation import METRICS, CachingExtractor, evaluate
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.sources import folder_source
 
-VARIANTS = {"split": {"instance_split": True}, "nosplit": {"instance_split": False}}
+VARIANTS = {"split": {"instance_split": True}, "nosplit": {"instance_split": False},
+            "sep1": {"instance_split": True, "split_separation": 1.0},
+            "sep4": {"instance_split": True, "split_separation": 4.0}}
 
 
 def main() -> None:

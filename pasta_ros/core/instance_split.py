@@ -25,6 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+from scipy.ndimage import find_objects
 
 PRIOR_CONFIDENT = 0.9
 
@@ -62,9 +63,8 @@ def anomaly_prior(patches: np.ndarray, height: int, width: int) -> np.ndarray:
 def mixed_instances(ids: np.ndarray, prior: np.ndarray, min_area: int) -> np.ndarray:
     """Ids whose anomaly side (prior > 0.5) and other side both hold >= ``min_area`` px."""
     n = int(ids.max()) + 1
-    flat = ids.ravel()
-    anom = np.bincount(flat, weights=(prior.ravel() > 0.5), minlength=n)
-    area = np.bincount(flat, minlength=n)
+    anom = np.bincount(ids[prior > 0.5], minlength=n)
+    area = np.bincount(ids.ravel(), minlength=n)
     ok = (anom >= min_area) & (area - anom >= min_area)
     ok[0] = False
     return np.flatnonzero(ok)
@@ -87,9 +87,10 @@ def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray, *
         return ids
     out = ids.copy()
     next_id = int(ids.max()) + 1
+    boxes = find_objects(ids)
+    split = False
     for i in candidates.tolist():
-        ys, xs = np.nonzero(ids == i)
-        box = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        box = boxes[i - 1]
         inside = ids[box] == i
         side = material_sides(image[box], prior[box], inside, min_separation, prior_weight)
         if side is None:
@@ -101,7 +102,8 @@ def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray, *
         for k in range(2, int(parts.max()) + 1):  # part 1 keeps the old id
             crop[parts == k] = next_id
             next_id += 1
-    return _renumber(out)
+            split = True
+    return _renumber(out) if split else ids
 
 
 def material_sides(rgb: np.ndarray, prior: np.ndarray, inside: np.ndarray,
@@ -168,8 +170,7 @@ def _parts(side: np.ndarray, inside: np.ndarray, min_area: int) -> np.ndarray | 
 
 
 def _renumber(ids: np.ndarray) -> np.ndarray:
-    present = np.zeros(int(ids.max()) + 1, bool)
-    present[np.unique(ids)] = True
+    present = np.bincount(ids.ravel()) > 0
     present[0] = False
     lut = np.zeros(present.shape[0], np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
