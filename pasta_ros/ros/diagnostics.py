@@ -30,6 +30,8 @@ def status_level(values: dict[str, Any], previous: dict[str, Any] | None) -> tup
     DiagnosticStatus (0 OK, 1 WARN)."""
     summary = (f"{values['rate_hz']} Hz, latency p50 {values['latency_p50_ms']} ms, "
                f"model {values['model_id']}")
+    if values.get("self_checks"):
+        return 1, f"calibration self-checks: {values['self_checks']}; " + summary
     if previous is not None:
         if values["frames_bad"] > previous["frames_bad"]:
             return 1, f"skipped {values['frames_bad'] - previous['frames_bad']} bad frame(s); " \
@@ -70,6 +72,17 @@ class DiagnosticsPublisher:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)
+
+
+def self_check_values(model) -> dict[str, str]:
+    """Diagnostics keys for the calibration self-checks of ``model`` (issue 9):
+    ``self_checks`` (codes, ``;``-separated, '' when all pass) and ``self_check_messages``.
+    Merge into the node's status values; :func:`status_level` then reports WARN."""
+    from pasta_ros.core.self_checks import calibration_checks
+
+    checks = calibration_checks(model)
+    return {"self_checks": ";".join(c.code for c in checks),
+            "self_check_messages": " ".join(c.message for c in checks)}
 
 
 def values_from_status(status) -> dict[str, str]:
