@@ -6,7 +6,8 @@ anomaly pixels. This post-step, usable after any segmenter, looks at every insta
 pixels fall in a spatially coherent anomaly part *and* a coherent non-anomaly part (each at
 least ``min_area`` pixels), and splits it along the material boundary:
 
-1. prior: the anomaly patch map, upsampled bilinearly (a soft ``(H, W)`` anomaly probability);
+1. prior: the anomaly share among nearby object patches, upsampled bilinearly (a soft
+   ``(H, W)`` anomaly probability; belt patches do not count as non-anomalous);
 2. pixel accuracy: a Gaussian colour model (CIE Lab, full covariance) of each side, fitted on
    its confident pixels (prior > 0.9 / < 0.1); per pixel, colour log-likelihood ratio + the
    prior's log-odds; a median filter removes speckle;
@@ -14,7 +15,9 @@ least ``min_area`` pixels), and splits it along the material boundary:
    means under the pooled covariance >= ``min_separation``): a copper piece whose highlight
    fell into a steel cluster keeps one instance;
 4. each side's connected parts of at least ``min_area`` pixels become instances; smaller
-   fragments go to the neighbouring part. Fusion then votes per part.
+   fragments go to the neighbouring part. Every part must have >= 30 % of its border on
+   the blob's outline (a touching object does; a highlight band inside one piece does not),
+   else the instance is left whole. Fusion then votes per part.
 
 Only instances with both sides present are visited (a few per frame); the rest of the frame
 costs two bincounts.
@@ -28,6 +31,7 @@ import torch
 from scipy.ndimage import find_objects
 
 PRIOR_CONFIDENT = 0.9
+OUTER_SHARE = 0.3  # share of a part's border that must lie on the instance's outline
 
 
 class MaterialSplitSegmenter:
@@ -36,9 +40,12 @@ class MaterialSplitSegmenter:
     anomaly: ``(K,) bool`` anomaly clusters of the model (the cluster map's vote).
     """
 
-    def __init__(self, inner, anomaly: np.ndarray, *, min_area: int = 150,
-                 min_separation: float = 2.0, prior_weight: float = 1.0) -> None:
+    def __init__(self, inner, anomaly: np.ndarray, background: np.ndarray | None = None, *,
+                 min_area: int = 150, min_separation: float = 2.0,
+                 prior_weight: float = 1.0) -> None:
         self.inner = inner
+        self.background = None if background is None else torch.as_tensor(
+            np.asarray(background, bool))
         self.name = f"{inner.name}+material_split"
         self.anomaly = torch.as_tensor(np.asarray(anomaly, bool))
         self.min_area = int(min_area)
@@ -49,15 +56,27 @@ class MaterialSplitSegmenter:
         """``(H, W, 3) uint8`` + ``(h, w) int64`` -> ``(H, W) int32`` instance ids."""
         ids = self.inner.segment(image, cluster_map)
         patches = self.anomaly.to(cluster_map.device)[cluster_map].cpu().numpy()
-        return split_by_material(ids, image, patches, min_area=self.min_area,
+        objects = None if self.background is None else \
+            (~self.background.to(cluster_map.device)[cluster_map]).cpu().numpy()
+        return split_by_material(ids, image, patches, objects, min_area=self.min_area,
                                  min_separation=self.min_separation,
                                  prior_weight=self.prior_weight)
 
 
-def anomaly_prior(patches: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``(h, w) bool`` patch map -> ``(H, W) float32`` soft anomaly probability (bilinear)."""
-    return cv2.resize(patches.astype(np.float32), (width, height),
-                      interpolation=cv2.INTER_LINEAR)
+def anomaly_prior(patches: np.ndarray, height: int, width: int,
+                  objects: np.ndarray | None = None) -> np.ndarray:
+    """``(h, w) bool`` patch map -> ``(H, W) float32`` soft anomaly probability (bilinear).
+
+    objects: ``(h, w) bool`` patches of object (non-background) clusters. Given, the prior is
+    the anomaly share among the *object* patches nearby (normalised interpolation), so the
+    outline of a copper piece, where its neighbours are belt patches, stays anomalous."""
+    size = (width, height)
+    anom = cv2.resize(patches.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    if objects is None:
+        return anom
+    obj = cv2.resize((objects | patches).astype(np.float32), size,
+                     interpolation=cv2.INTER_LINEAR)
+    return np.where(obj > 0.05, anom / np.maximum(obj, 1e-6), anom).astype(np.float32)
 
 
 def mixed_instances(ids: np.ndarray, prior: np.ndarray, min_area: int) -> np.ndarray:
@@ -70,18 +89,19 @@ def mixed_instances(ids: np.ndarray, prior: np.ndarray, min_area: int) -> np.nda
     return np.flatnonzero(ok)
 
 
-def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray, *,
-                      min_area: int = 150, min_separation: float = 2.0,
+def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray,
+                      objects: np.ndarray | None = None, *, min_area: int = 150, min_separation: float = 2.0,
                       prior_weight: float = 1.0) -> np.ndarray:
     """Split mixed instances of ``ids`` (``(H, W) int32``) along material borders.
 
-    image ``(H, W, 3) uint8`` RGB; patches ``(h, w) bool`` anomaly patch map. Returns
+    image ``(H, W, 3) uint8`` RGB; patches ``(h, w) bool`` anomaly patch map; objects
+    ``(h, w) bool`` object patches (optional, see :func:`anomaly_prior`). Returns
     ``(H, W) int32`` ids (renumbered 1..N when anything was split; else ``ids`` itself).
     """
     if ids.size == 0 or ids.max() == 0 or not patches.any():
         return ids
     h, w = ids.shape
-    prior = anomaly_prior(patches, h, w)
+    prior = anomaly_prior(patches, h, w, objects)
     candidates = mixed_instances(ids, prior, min_area)
     if candidates.size == 0:
         return ids
@@ -96,7 +116,7 @@ def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray, *
         if side is None:
             continue
         parts = _parts(side, inside, min_area)
-        if parts is None:
+        if parts is None or not _parts_reach_outside(parts, inside):
             continue
         crop = out[box]
         for k in range(2, int(parts.max()) + 1):  # part 1 keeps the old id
@@ -167,6 +187,22 @@ def _parts(side: np.ndarray, inside: np.ndarray, min_area: int) -> np.ndarray | 
         lut[nearest[ys, xs]] = labels[ys, xs]
         labels[orphan] = lut[nearest[orphan]]
     return labels
+
+
+def _parts_reach_outside(parts: np.ndarray, inside: np.ndarray) -> bool:
+    """True when every part has >= ``OUTER_SHARE`` of its border on the instance's outline.
+
+    A touching object lies at the edge of the merged blob; a highlight band or a shading
+    patch inside one piece is mostly enclosed by it, and such a split is refused."""
+    outside = cv2.dilate((~inside).astype(np.uint8), np.ones((3, 3), np.uint8),
+                         borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
+    eroded = cv2.erode(parts.astype(np.uint16), np.ones((3, 3), np.uint8))
+    border = (parts > 0) & ((eroded != parts) | outside)  # pixels next to another label
+    n = int(parts.max()) + 1
+    total = np.bincount(parts[border], minlength=n)
+    outer = np.bincount(parts[border & outside], minlength=n)
+    share = outer[1:] / np.maximum(total[1:], 1)
+    return bool(np.all(share >= OUTER_SHARE))
 
 
 def _renumber(ids: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ def build_segmenter(name: str, model: CalibratedModel, cfg: PastaConfig) -> Segm
     if not cfg.instance_split:
         return seg
     from pasta_ros.core.instance_split import MaterialSplitSegmenter
-    return MaterialSplitSegmenter(seg, model.anomaly, min_area=cfg.min_area,
+    return MaterialSplitSegmenter(seg, model.anomaly, model.background, min_area=cfg.min_area,
                                   min_separation=cfg.split_separation)
 
 
