@@ -92,7 +92,7 @@ class PastaConfig:
                                     "coherent anomaly part and a coherent non-anomaly part "
                                     "(each >= min_area) along the material border, refined "
                                     "to pixels by a colour model; each part votes alone")
-    split_separation: float = _f(2.0, "instance_split: minimum Mahalanobis distance between "
+    split_separation: float = _f(4.0, "instance_split: minimum Mahalanobis distance between "
                                       "the two sides' Lab colour models for a split",
                                  lo=0.0, hi=100.0)
 

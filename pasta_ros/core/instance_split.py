@@ -41,7 +41,7 @@ class MaterialSplitSegmenter:
     """
 
     def __init__(self, inner, anomaly: np.ndarray, background: np.ndarray | None = None, *,
-                 min_area: int = 150, min_separation: float = 2.0,
+                 min_area: int = 150, min_separation: float = 4.0,
                  prior_weight: float = 1.0) -> None:
         self.inner = inner
         self.background = None if background is None else torch.as_tensor(
@@ -90,7 +90,7 @@ def mixed_instances(ids: np.ndarray, prior: np.ndarray, min_area: int) -> np.nda
 
 
 def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray,
-                      objects: np.ndarray | None = None, *, min_area: int = 150, min_separation: float = 2.0,
+                      objects: np.ndarray | None = None, *, min_area: int = 150, min_separation: float = 4.0,
                       prior_weight: float = 1.0) -> np.ndarray:
     """Split mixed instances of ``ids`` (``(H, W) int32``) along material borders.
 
