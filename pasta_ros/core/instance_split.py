@@ -90,8 +90,8 @@ def mixed_instances(ids: np.ndarray, prior: np.ndarray, min_area: int) -> np.nda
 
 
 def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray,
-                      objects: np.ndarray | None = None, *, min_area: int = 150, min_separation: float = 4.0,
-                      prior_weight: float = 1.0) -> np.ndarray:
+                      objects: np.ndarray | None = None, *, min_area: int = 150,
+                      min_separation: float = 4.0, prior_weight: float = 1.0) -> np.ndarray:
     """Split mixed instances of ``ids`` (``(H, W) int32``) along material borders.
 
     image ``(H, W, 3) uint8`` RGB; patches ``(h, w) bool`` anomaly patch map; objects
