@@ -16,11 +16,14 @@ from tqdm import tqdm
 from pasta_ros.config import PastaConfig
 from pasta_ros.core.calibration import calibrate
 from pasta_ros.core.features import FeatureExtractor
+from pasta_ros.core.instance_metrics import (
+    InstanceScores,
+    gt_instances_from_classes,
+    paint_instances,
+)
 from pasta_ros.core.metrics import ConfusionMatrix, binary_iou, image_auroc, mean_std
 from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.data.images import read_image
-from pasta_ros.core.instance_metrics import InstanceScores, gt_instances_from_classes, \
-    paint_instances
 from pasta_ros.data.layout import (
     DatasetLayout,
     check_mask_size,

@@ -27,7 +27,8 @@ def test_hand_computed_pq_one_image():
     assert r["rq_target"] == pytest.approx(100.0)
     assert r["pq_target"] == pytest.approx(60.0)
     # anomaly: pred 2 vs GT 2: 2 / 4 = 0.5 -> TP at IoU >= 0.5; pred 3 is a FP
-    assert (r["instance_tp_anomaly"], r["instance_fp_anomaly"], r["instance_fn_anomaly"]) == (1, 1, 0)
+    counts = (r["instance_tp_anomaly"], r["instance_fp_anomaly"], r["instance_fn_anomaly"])
+    assert counts == (1, 1, 0)
     assert r["sq_anomaly"] == pytest.approx(50.0)
     assert r["rq_anomaly"] == pytest.approx(100 / 1.5)
     assert r["pq_anomaly"] == pytest.approx(50.0 / 1.5)

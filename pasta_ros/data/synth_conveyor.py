@@ -20,7 +20,6 @@ import numpy as np
 from pasta_ros.data.synth_shapes import SS, Canvas, blend, clip_box, shape_coverage
 from pasta_ros.data.synth_steel import _specular
 from pasta_ros.data.synth_textures import (
-    illumination,
     jitter_color,
     smooth_noise,
     streaks,
