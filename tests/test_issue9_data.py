@@ -149,3 +149,14 @@ def test_bad_test_sets_give_one_error_line(run_cli, tiny_model, tiny_steel, tmp_
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert pattern.replace("\\", "") in lines[0] or __import__("re").search(pattern, lines[0])
     assert str(named) in lines[0]
+
+
+def test_calibration_writes_its_self_checks(tiny_model: Path):
+    manifest = json.loads((tiny_model / "manifest.json").read_text())
+    checks = manifest["stats"]["self_checks"]
+    assert isinstance(checks, list)
+    text = (tiny_model / "report" / "self_checks.txt").read_text()
+    if checks:
+        assert all(c["code"] in text and c["message"] in text for c in checks)
+    else:
+        assert text == "all self-checks passed\n"
