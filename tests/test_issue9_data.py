@@ -160,3 +160,19 @@ def test_calibration_writes_its_self_checks(tiny_model: Path):
         assert all(c["code"] in text and c["message"] in text for c in checks)
     else:
         assert text == "all self-checks passed\n"
+
+
+def test_calibrate_has_a_flag_for_every_config_field():
+    from pasta_ros.cli import build_parser, config_from_args
+    from pasta_ros.config import field_specs
+
+    ap = build_parser()
+    argv = ["calibrate", "--baseline", "b", "--reference", "r", "--out", "o",
+            "--color-weight", "0.5", "--no-object-codebook", "--no-split-clusters",
+            "--no-instance-split", "--split-separation", "3", "--background-ratio", "0.7"]
+    cfg, explicit = config_from_args(ap.parse_args(argv))
+    assert (cfg.color_weight, cfg.object_codebook, cfg.split_clusters, cfg.instance_split,
+            cfg.split_separation, cfg.background_ratio) == (0.5, False, False, False, 3.0, 0.7)
+    sub = next(a for a in ap._actions if a.dest == "command").choices["calibrate"]
+    dests = {a.dest for a in sub._actions} | {"input_width", "input_height"}  # --input-size
+    assert {f.name for f in field_specs()} <= dests
