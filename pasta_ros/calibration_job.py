@@ -25,6 +25,9 @@ def write_report(model: CalibratedModel, extractor: FeatureExtractor, source: Im
                  out: Path, n: int = 4) -> None:
     """Fig. 1 and cluster-map overlays of the first ``n`` baseline images under out/report."""
     plot_distributions(model, out / "report" / "cluster_distributions.png")
+    checks = model.stats.get("self_checks", [])  # one sentence per finding, with what to do
+    (out / "report" / "self_checks.txt").write_text(
+        "".join(f"{c['code']}: {c['message']}\n" for c in checks) or "all self-checks passed\n")
     centers = torch.from_numpy(model.centers).to(extractor.device)
     for i, (name, image) in enumerate(source()):
         if i >= n:

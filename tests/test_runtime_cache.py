@@ -118,9 +118,8 @@ def test_graph_of_another_model_or_size_is_never_used(lite0, tmp_path):
 
 def test_pipeline_exports_at_load_not_on_the_first_frame(tiny_model, tiny_steel, tmp_path,
                                                          monkeypatch):
-    from pasta_ros.core.config import PastaConfig
-
     import pasta_ros.export.runtime as rt
+    from pasta_ros.core.config import PastaConfig
     from pasta_ros.data.images import list_images, read_image
     from pasta_ros.pipeline import PastaPipeline
 

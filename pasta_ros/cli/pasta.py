@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add synth, calibrate, segment and evaluate to the ``pasta`` sub-parsers."""
-    _synth_parser(sub.add_parser("synth", help="generate a synthetic dataset (steel or plants)"))
+    _synth_parser(sub.add_parser("synth", help="generate a synthetic dataset (steel, plants or "
+                                               "a conveyor preset)"))
     _calibrate_parser(sub.add_parser("calibrate",
                                      help="fit PASTA on a baseline and a reference set"))
     _segment_parser(sub.add_parser("segment",
@@ -27,13 +28,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _synth_parser(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--preset", choices=("steel", "plants"), default="steel")
+    from pasta_ros.data.synth import PRESETS
+
+    s.add_argument("--preset", choices=tuple(PRESETS), default="steel")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=parse_size, default=(910, 512), help="image WxH")
     for name, default in (("baseline", 80), ("reference", 40), ("empty", 12), ("test", 30)):
         s.add_argument(f"--n-{name}", type=int, default=default)
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    s.add_argument("--touch", type=float, help="conveyor presets: share of objects placed "
+                   "touching or overlapping another (0-1)")
+    s.add_argument("--thin", type=float, help="conveyor presets: share of wires and rods (0-1)")
+    s.add_argument("--scale", type=float, help="conveyor presets: object scale, camera height "
+                   "(0.5 high .. 2 low)")
+    s.add_argument("--look", help="conveyor presets: belt look (green_pvc, black_rubber, "
+                   "tan_canvas, blue_mesh)")
+    s.add_argument("--gradient", action=argparse.BooleanOptionalAction, default=None,
+                   help="conveyor presets: scene-wide lighting gradient")
+    s.add_argument("--blur", action=argparse.BooleanOptionalAction, default=None,
+                   help="conveyor presets: motion blur along the belt")
     s.set_defaults(func=cmd_synth)
 
 
@@ -60,7 +74,8 @@ def _segment_parser(g: argparse.ArgumentParser) -> None:
 
 def _evaluate_parser(e: argparse.ArgumentParser) -> None:
     e.add_argument("--model", type=Path, help="calibrated model (with --test)")
-    e.add_argument("--test", type=Path, help="dataset root holding test/images, test/masks")
+    e.add_argument("--test", type=Path, help="dataset root or its test folder (images/, "
+                   "masks/ and/or labels.csv)")
     e.add_argument("--data", type=Path, help="dataset root: calibrate per seed and K")
     e.add_argument("--seeds", type=parse_ints, default=[0, 1, 2, 3, 4])
     e.add_argument("--cluster-grid", "--clusters-list", dest="cluster_grid", type=parse_ints,
@@ -86,9 +101,14 @@ def _evaluate_parser(e: argparse.ArgumentParser) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> dict:
     from pasta_ros.data.synth import generate
-    generate(args.preset, args.out, seed=args.seed, width=args.size[0], height=args.size[1],
-             n_baseline=args.n_baseline, n_reference=args.n_reference, n_empty=args.n_empty,
-             n_test=args.n_test, overwrite=args.overwrite)
+    try:
+        generate(args.preset, args.out, seed=args.seed, width=args.size[0],
+                 height=args.size[1], n_baseline=args.n_baseline, n_reference=args.n_reference,
+                 n_empty=args.n_empty, n_test=args.n_test, overwrite=args.overwrite,
+                 **{k: getattr(args, k, None) for k in ("touch", "thin", "scale", "look",
+                                                         "gradient", "blur")})
+    except ValueError as exc:  # bad counts, sizes or options: a user error
+        raise PastaError(str(exc)) from None
     return {"dataset": str(args.out), "preset": args.preset, "seed": args.seed}
 
 
@@ -152,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         print(format_summary(result["summary"]), file=sys.stderr)
     elif args.model and args.test:
         pipe = PastaPipeline.load(args.model, cfg, explicit=explicit)
-        layout = DatasetLayout.discover(args.test)
+        layout = DatasetLayout.for_test(args.test)
         vote, icas_info = icas_vote_from_args(args, layout)
         result = evaluate(pipe, layout, quiet=args.quiet, icas=vote)
         result["model_id"] = pipe.model.model_id

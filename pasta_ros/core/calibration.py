@@ -37,6 +37,7 @@ from pasta_ros.core.errors import CalibrationError
 from pasta_ros.core.features import FeatureExtractor, ImageSource, prepared_images
 from pasta_ros.core.model_io import CalibratedModel
 from pasta_ros.core.segmenters.color_model import ColorModelBuilder
+from pasta_ros.core.self_checks import calibration_checks
 
 # progress(phase, images_done): see calibrate
 Progress = Callable[[str, int], None]
@@ -341,13 +342,15 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
              "reference_patches": int(ref_maps.counts.sum()),
              "object_clusters": int((~background).sum()), "split_clusters": splits,
              "background_clusters": int(background.sum())}
-    if not anomaly.any():
-        log.warning("no cluster has P_ref/P_base < %.3g: the model will report no anomalies",
-                    cfg.ratio_threshold)
-    return CalibratedModel(
+    model = CalibratedModel(
         backbone=cfg.backbone, weights_hash=weights_hash,
         input_size=(cfg.input_width, cfg.input_height), stride=extractor.info.stride,
         centers=centers_np, p_baseline=p_base, p_reference=p_ref, anomaly=anomaly,
         background=background, color_log_odds=log_odds, ratio_threshold=cfg.ratio_threshold,
         vote_threshold=cfg.vote_threshold, seed=cfg.seed, background_source=bg_source,
-        p_empty=p_empty, stats=stats, color_weight=extractor.color_weight).finalize()
+        p_empty=p_empty, stats=stats, color_weight=extractor.color_weight)
+    checks = calibration_checks(model, cfg.clusters)
+    for check in checks:
+        log.warning("self-check %s: %s", check.code, check.message)
+    stats["self_checks"] = [c.to_json() for c in checks]
+    return model.finalize()

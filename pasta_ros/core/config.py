@@ -97,6 +97,13 @@ class _SharedConfig:
                                     "start-up (False: fail and say why)")
     min_area: int = _f(150, "segments smaller than this many pixels (at input size) are dropped",
                        lo=0, hi=10**7)
+    instance_split: bool = _f(True, "after the segmenter, split an instance that holds a "
+                                    "coherent anomaly part and a coherent non-anomaly part "
+                                    "(each >= min_area) along the material border, refined "
+                                    "to pixels by a colour model; each part votes alone")
+    split_separation: float = _f(4.0, "instance_split: minimum Mahalanobis distance between "
+                                      "the two sides' Lab colour models for a split",
+                                 lo=0.0, hi=100.0)
 
     def validate(self) -> PastaConfig:
         """Check every field against its metadata; raise ConfigError naming the first bad one."""

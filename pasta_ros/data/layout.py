@@ -9,6 +9,7 @@
       test/images/*.png     optional: evaluation images
       test/masks/<stem>.png (H, W) uint8 labels: 0 background, 1 target, 2 anomaly
       test/labels.csv       optional: "stem,label" with 0 normal, 1 anomalous
+      test/instances/<stem>.png optional: (H, W) uint16 instance ids, 0 none
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ EXPECTED_TREE = """expected dataset layout:
     empty/*.png           optional: background only
     test/images/*.png     optional: evaluation images
     test/masks/<stem>.png optional: uint8 labels 0 background, 1 target, 2 anomaly
-    test/labels.csv       optional: stem,label (0 normal, 1 anomalous)"""
+    test/labels.csv       optional: stem,label (0 normal, 1 anomalous)
+    test/instances/<stem>.png optional: uint16 instance ids (0 none)"""
 
 MASK_VALUES = (0, 1, 2)
 
@@ -49,6 +51,31 @@ class DatasetLayout:
     test_images: Path | None = None
     test_masks: Path | None = None
     labels_csv: Path | None = None
+    test_instances: Path | None = None
+
+    @classmethod
+    def for_test(cls, path: str | Path) -> DatasetLayout:
+        """The test parts of a dataset, from its root (``D``) or its test folder
+        (``D/test``); baseline and reference need not exist.
+
+        Raises:
+            LayoutError: the folder is missing or holds neither ``images/`` nor
+                ``test/images/``.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise LayoutError(f"test folder not found: {path}\n{EXPECTED_TREE}")
+        test = path / "test" if (path / "test" / "images").is_dir() else path
+        if not (test / "images").is_dir():
+            raise LayoutError(f"{path} holds neither images/ nor test/images/; give the dataset "
+                              f"root or its test folder\n{EXPECTED_TREE}")
+        root = test.parent if test != path else path
+        part = {n: test / n if (test / n).is_dir() else None for n in ("masks", "instances")}
+        labels = test / "labels.csv" if (test / "labels.csv").is_file() else None
+        empty = root / "empty" if (root / "empty").is_dir() else None
+        return cls(root=root, baseline=root / "baseline", reference=root / "reference",
+                   empty=empty, test_images=test / "images", test_masks=part["masks"],
+                   labels_csv=labels, test_instances=part["instances"])
 
     @classmethod
     def discover(cls, root: str | Path) -> DatasetLayout:
@@ -78,9 +105,10 @@ class DatasetLayout:
             raise LayoutError(f"{masks} exists but {test / 'images'} does not\n{EXPECTED_TREE}")
         labels = test / "labels.csv" if (test / "labels.csv").is_file() else None
         empty = root / "empty" if (root / "empty").is_dir() else None
+        inst = test / "instances" if (test / "instances").is_dir() else None
         return cls(
             root=root, baseline=root / "baseline", reference=root / "reference", empty=empty,
-            test_images=images, test_masks=masks, labels_csv=labels,
+            test_images=images, test_masks=masks, labels_csv=labels, test_instances=inst,
         )
 
 
@@ -194,5 +222,66 @@ def test_pairs(layout: DatasetLayout) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
+def test_items(layout: DatasetLayout) -> list[tuple[str, Path, Path | None]]:
+    """``(stem, image_path, mask_path or None)`` for every test image, sorted by name.
+
+    Masks are required unless the set has ``labels.csv`` and no ``masks/`` folder (then every
+    mask is None: only the image AUROC can be computed).
+
+    Raises:
+        LayoutError: no test images; two images with one stem; images without masks; a
+            labels.csv naming images that do not exist. Each names the file and the fix.
+    """
+    if layout.test_images is None:
+        raise LayoutError(f"{layout.root} has no test/images folder\n{EXPECTED_TREE}")
+    images = list_images(layout.test_images)
+    if not images:
+        raise LayoutError(f"{layout.test_images} holds no images")
+    seen: dict[str, Path] = {}
+    for image in images:
+        if image.stem in seen:
+            raise LayoutError(f"{image} and {seen[image.stem]} have the same stem "
+                              f"{image.stem!r}; rename or remove one (masks are matched by stem)")
+        seen[image.stem] = image
+    if layout.labels_csv is not None:
+        unknown = sorted(set(read_labels_csv(layout.labels_csv)) - set(seen))
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise LayoutError(f"{layout.labels_csv} names {len(unknown)} images that are not "
+                              f"in {layout.test_images}: {shown}; remove those rows or add "
+                              "the images")
+    if layout.test_masks is None:
+        if layout.labels_csv is None:
+            raise LayoutError(f"{layout.test_images.parent} has neither masks/ nor labels.csv: "
+                              f"nothing to evaluate against\n{EXPECTED_TREE}")
+        return [(im.stem, im, None) for im in images]
+    return test_pairs(layout)
+
+
+def check_mask_size(mask: np.ndarray, image: np.ndarray, mask_path: Path,
+                    image_path: Path) -> None:
+    """LayoutError naming both files when a mask's size differs from its image's."""
+    if mask.shape[:2] != image.shape[:2]:
+        raise LayoutError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image "
+                          f"{image_path} is {image.shape[1]}x{image.shape[0]}; masks must have "
+                          "their image's size (write them at the image resolution)")
+
+
+def read_instances(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """Read an ``(H, W)`` uint8/uint16 instance-id PNG as int32; LayoutError naming the file
+    when it is unreadable or of another size than ``shape``."""
+    path = Path(path)
+    raw = np.fromfile(path, dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
+    ids = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    if ids is None or ids.ndim != 2:
+        raise LayoutError(f"cannot read instance file {path}: expected a single-channel "
+                          "uint8/uint16 PNG of instance ids")
+    if ids.shape != tuple(shape):
+        raise LayoutError(f"instance file {path} is {ids.shape[1]}x{ids.shape[0]}, its image "
+                          f"{shape[1]}x{shape[0]}; write it at the image resolution")
+    return ids.astype(np.int32)
+
+
+test_items.__test__ = False  # type: ignore[attr-defined]
 # pytest would otherwise try to collect test_pairs when a test module imports it by name.
 test_pairs.__test__ = False  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,12 +19,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pasta_ros.data import synth_conveyor as conv
 from pasta_ros.data.layout import DatasetLayout, write_labels_csv, write_mask
 from pasta_ros.data.synth_plants import plant_object, soil_background
 from pasta_ros.data.synth_shapes import blend, clip_box
 from pasta_ros.data.synth_steel import belt_background, metal_object
+from pasta_ros.data.synth_textures import illumination
 
-SYNTH_VERSION = "1"
+SYNTH_VERSION = "2"  # 2: test/instances, conveyor presets
 _SETS = ("baseline", "reference", "empty", "test")
 
 Background = Callable[[np.random.Generator, int, int], np.ndarray]
@@ -51,6 +54,8 @@ PRESETS: dict[str, PresetParams] = {
     "steel": PresetParams("steel"),
     "plants": PresetParams("plants", extent_px=(36.0, 150.0), shadow_strength=(0.25, 0.45),
                            shadow_offset_px=(2.0, 6.0)),
+    **{name: PresetParams(name, n_objects=(7, 16), max_overlap=0.02)
+       for name in conv.CONVEYOR_PRESETS},
 }
 _RENDERERS: dict[str, tuple[Background, ObjectRenderer]] = {
     "steel": (belt_background, metal_object),
@@ -67,7 +72,7 @@ def get_preset(name: str) -> PresetParams:
 
 def render_scene(
     preset: str, rng: np.random.Generator, width: int, height: int, n_targets: int,
-    n_anomalies: int,
+    n_anomalies: int, options: conv.ConveyorOptions | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one scene with ``n_targets`` targets and ``n_anomalies`` anomalies.
 
@@ -79,6 +84,9 @@ def render_scene(
         object hidden entirely by later ones leaves no pixels).
     """
     params = get_preset(preset)
+    if preset in conv.CONVEYOR_PRESETS:
+        return render_conveyor(params, options or conv.conveyor_options(preset), rng, width,
+                               height, n_targets, n_anomalies)
     background, render_object = _RENDERERS[preset]
     img = background(rng, height, width)
     labels = np.zeros((height, width), np.uint8)
@@ -103,6 +111,49 @@ def render_scene(
             (iy, ix), (py, px) = box
             labels[iy, ix][mask[py, px]] = label
             instances[iy, ix][mask[py, px]] = k
+    img += params.noise_std * rng.standard_normal(img.shape, dtype=np.float32)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), labels, instances
+
+
+def render_conveyor(params: PresetParams, opts: conv.ConveyorOptions, rng: np.random.Generator,
+                    width: int, height: int, n_targets: int, n_anomalies: int,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`render_scene` for the conveyor presets (:mod:`synth_conveyor`): same outputs."""
+    img = conv.belt(rng, height, width, opts.look)
+    labels = np.zeros((height, width), np.uint8)
+    instances = np.zeros((height, width), np.int32)
+    scale = min(width, height) / 512
+    light = rng.uniform(0, 2 * np.pi)
+    offset = rng.uniform(*params.shadow_offset_px) * scale
+    shift = (int(round(offset * np.cos(light))), int(round(offset * np.sin(light))))
+    strength = rng.uniform(*params.shadow_strength)
+    lo, hi = np.log(params.extent_px)
+    n = n_targets + n_anomalies
+    n_shown = max(int(round(n / opts.scale ** 2)), 1) if n else 0  # high camera: more objects
+    pool = np.array([1] * n_targets + [2] * n_anomalies, dtype=np.uint8)
+    order = rng.permutation(pool)[:n_shown] if n_shown <= n else \
+        rng.permutation(np.resize(rng.permutation(pool), n_shown))
+    for k, label in enumerate(order, start=1):
+        extent = float(np.exp(rng.uniform(lo, hi)) * scale * opts.scale)
+        cov = conv.object_coverage(rng, extent, rng.random() < opts.thin, scale * opts.scale)
+        rgb = conv.shade_object(rng, cov, int(label))
+        mask = cov >= 0.5
+        spot = conv.place_touching(rng, mask, instances) if rng.random() < opts.touch else None
+        x0, y0 = spot if spot is not None else _place(rng, mask, instances > 0,
+                                                       params.max_overlap)
+        _shadow(img, cov, x0 + shift[0], y0 + shift[1], strength,
+                params.shadow_blur_px * scale)
+        blend(img, rgb, cov, x0, y0)
+        box = clip_box(labels.shape, x0, y0, *mask.shape)
+        if box is not None:
+            (iy, ix), (py, px) = box
+            labels[iy, ix][mask[py, px]] = label
+            instances[iy, ix][mask[py, px]] = k
+    if opts.gradient:
+        img *= illumination(rng, height, width, gradient=rng.uniform(0.3, 0.6),
+                            vignette=rng.uniform(0.1, 0.3))[:, :, None]
+    if opts.blur:
+        img = conv.motion_blur(img, rng, scale)
     img += params.noise_std * rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), labels, instances
 
@@ -195,14 +246,19 @@ def _check_args(preset: str, seed: int, width: int, height: int, counts: dict[st
 def generate(
     preset: str, out: str | Path, *, seed: int = 0, width: int = 910, height: int = 512,
     n_baseline: int = 80, n_reference: int = 40, n_empty: int = 12, n_test: int = 30,
-    overwrite: bool = False, progress: bool = False,
+    overwrite: bool = False, progress: bool = False, touch: float | None = None,
+    thin: float | None = None, scale: float | None = None, look: str | None = None,
+    gradient: bool | None = None, blur: bool | None = None,
 ) -> DatasetLayout:
     """Write a synthetic dataset to ``out`` and return its :class:`DatasetLayout`.
 
     Sets (PNG, ``(H, W, 3)`` RGB): ``baseline/`` mixed images (about ``anomaly_share`` of
     objects are anomalies, some images have none), ``reference/`` targets only, ``empty/``
     background only, ``test/images`` with ``test/masks`` ({0, 1, 2} uint8) and
-    ``test/labels.csv`` (1 when the mask has any anomaly pixel; about half the images).
+    ``test/labels.csv`` (1 when the mask has any anomaly pixel; about half the images) and
+    ``test/instances`` (``(H, W) uint16`` PNG, 0 none, one id per pasted object).
+    ``touch``/``thin``/``scale``/``look``/``gradient``/``blur`` override a conveyor preset's
+    options (:class:`synth_conveyor.ConveyorOptions`); other presets refuse them.
     ``meta.json`` records preset, seed, sizes, counts and the generator version.
     Each image has its own seeded generator, so the output is identical for a seed.
 
@@ -214,7 +270,19 @@ def generate(
               "test": n_test}
     _check_args(preset, seed, width, height, counts)
     params, out = get_preset(preset), Path(out)
+    overrides = dict(touch=touch, thin=thin, scale=scale, look=look, gradient=gradient,
+                     blur=blur)
+    opts = None
+    if preset in conv.CONVEYOR_PRESETS:
+        opts = conv.conveyor_options(preset, **overrides)
+    elif any(v is not None for v in overrides.values()):
+        raise ValueError(f"touch/thin/scale/look/gradient/blur apply to the conveyor presets "
+                         f"({', '.join(conv.CONVEYOR_PRESETS)}), not to {preset!r}")
     _prepare(out, overwrite)
+    touching = [0, 0]
+    # conveyor presets draw their own scenes (dev and held-out presets must not share
+    # layouts); steel and plants keep their issue-2 streams
+    salt = [zlib.crc32(preset.encode())] if opts is not None else []
     plan = np.random.default_rng([seed, len(_SETS)])
     anomalous = plan.permutation(np.arange(n_test) < round(n_test * params.test_anomalous))
     bar = tqdm(total=sum(counts.values()), desc=f"synth {preset}", unit="img",
@@ -226,25 +294,37 @@ def generate(
             folder.mkdir(parents=True)
         if name == "test" and n_test:
             (out / "test" / "masks").mkdir()
+            (out / "test" / "instances").mkdir()
         for i in range(counts[name]):
-            rng = np.random.default_rng([seed, set_id, i])
+            rng = np.random.default_rng([seed, set_id, i, *salt])
             nt, na = _counts(name, rng, params, name == "test" and bool(anomalous[i]))
-            rgb, lab, _ = render_scene(preset, rng, width, height, nt, na)
+            rgb, lab, inst = render_scene(preset, rng, width, height, nt, na, opts)
             stem = f"{i:05d}"
             _write_rgb(folder / f"{stem}.png", rgb)
             if name == "test":
                 write_mask(out / "test" / "masks" / f"{stem}.png", lab)
+                write_instances(out / "test" / "instances" / f"{stem}.png", inst)
+                touching = [a + b for a, b in zip(touching, conv.touching_share(inst))]
                 labels[stem] = int((lab == 2).any())
             bar.update()
     bar.close()
     if n_test:
         write_labels_csv(out / "test" / "labels.csv", labels)
-    _write_meta(out, params, seed, width, height, counts, labels)
+    extra = {"touching_objects_test": touching[0], "objects_test": touching[1]}
+    if opts is not None:
+        extra["options"] = asdict(opts)
+    _write_meta(out, params, seed, width, height, counts, labels, extra)
     return DatasetLayout.discover(out)
 
 
+def write_instances(path: Path, instances: np.ndarray) -> None:
+    """Write an ``(H, W)`` instance-id image as a single-channel uint16 PNG."""
+    if not cv2.imwrite(str(path), instances.astype(np.uint16)):
+        raise OSError(f"could not write {path}")
+
+
 def _write_meta(out: Path, params: PresetParams, seed: int, width: int, height: int,
-                counts: dict[str, int], labels: dict[str, int]) -> None:
+                counts: dict[str, int], labels: dict[str, int], extra: dict) -> None:
     meta = {
         "generator": "pasta_ros.data.synth",
         "version": SYNTH_VERSION,
@@ -255,5 +335,6 @@ def _write_meta(out: Path, params: PresetParams, seed: int, width: int, height: 
         "counts": counts,
         "test_anomalous": int(sum(labels.values())),
         "params": asdict(params),
+        **extra,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -37,6 +37,8 @@ def status_level(values: dict[str, Any], previous: dict[str, Any] | None) -> tup
         if values["frames_in"] > previous["frames_in"] and \
                 values["frames_processed"] == previous["frames_processed"]:
             return 1, "frames arrive but none was processed in the last period; " + summary
+    if values.get("self_checks"):
+        return 1, f"calibration self-checks: {values['self_checks']}; " + summary
     return 0, summary
 
 
@@ -70,6 +72,17 @@ class DiagnosticsPublisher:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)
+
+
+def self_check_values(model) -> dict[str, str]:
+    """Diagnostics keys for the calibration self-checks of ``model`` (issue 9):
+    ``self_checks`` (codes, ``;``-separated, '' when all pass) and ``self_check_messages``.
+    Merge into the node's status values; :func:`status_level` then reports WARN."""
+    from pasta_ros.core.self_checks import calibration_checks
+
+    checks = calibration_checks(model)
+    return {"self_checks": ";".join(c.code for c in checks),
+            "self_check_messages": " ".join(c.message for c in checks)}
 
 
 def values_from_status(status) -> dict[str, str]:

@@ -48,7 +48,7 @@ from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.ros import convert
 from pasta_ros.ros.camera_info import CameraInfoCache
-from pasta_ros.ros.diagnostics import DiagnosticsPublisher
+from pasta_ros.ros.diagnostics import DiagnosticsPublisher, self_check_values
 from pasta_ros.ros.frames import Frame, LatestFrame
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
 from pasta_ros.ros.prompts import PromptRequest, apply_request, prompt_state
@@ -275,8 +275,15 @@ class PastaNodeMixin:
         return response
 
     # ------------------------------------------------------------------ diagnostics
+    def _self_checks(self) -> dict:
+        """The running model's calibration self-checks (computed once per model)."""
+        model = self.pipeline.model
+        if getattr(self, "_checks", (None,))[0] != model.model_id:
+            self._checks = (model.model_id, self_check_values(model))
+        return self._checks[1]
+
     def status(self) -> dict:
-        return self.frames.snapshot() | {
+        return self.frames.snapshot() | self._self_checks() | {
             "model_id": self.pipeline.model.model_id, "model_dir": str(self.model_dir),
             "recalibrating": self.recalibrator.running,
             "icas_mode": self.settings.icas_mode, "vote": self.last_vote,

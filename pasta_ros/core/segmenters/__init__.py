@@ -14,11 +14,18 @@ if TYPE_CHECKING:  # annotations only: the config schema imports this package
 
 
 def build_segmenter(name: str, model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
-    """The segmenter called ``name`` (a key of ``SEGMENTERS``) for a calibrated model."""
+    """The segmenter called ``name`` (a key of ``SEGMENTERS``) for a calibrated model; with
+    ``cfg.instance_split`` wrapped in the material-aware split
+    (:mod:`pasta_ros.core.instance_split`), whichever segmenter it is."""
     entry = SEGMENTERS.get(name)
     if entry is None:
         raise PastaError(f"unknown segmenter {name!r}; available: {', '.join(SEGMENTERS)}")
-    return entry.build(model, cfg)
+    seg = entry.build(model, cfg)
+    if not cfg.instance_split:
+        return seg
+    from pasta_ros.core.instance_split import MaterialSplitSegmenter
+    return MaterialSplitSegmenter(seg, model.anomaly, model.background, min_area=cfg.min_area,
+                                  min_separation=cfg.split_separation)
 
 
 __all__ = ["SEGMENTERS", "Segmenter", "build_segmenter"]
