@@ -163,9 +163,9 @@ def test_calibration_writes_its_self_checks(tiny_model: Path):
 
 
 def test_calibrate_has_a_flag_for_every_config_field():
+    from pasta_ros.cli import build_parser
+    from pasta_ros.cli.args import config_from_args
     from pasta_ros.core.config import field_specs
-
-    from pasta_ros.cli import build_parser, config_from_args
 
     ap = build_parser()
     argv = ["calibrate", "--baseline", "b", "--reference", "r", "--out", "o",

@@ -196,3 +196,32 @@ def test_installed_graphs_stay_valid_beside_a_new_model(lite0, tmp_path):
     _, ort = _exported(lite0, tmp_path / "cache")
     (copied,) = ort.install(tmp_path / "model" / "engines")
     assert stale_reason(copied, ArtifactKey("backbone", "efficientnet_lite0@w1", SIZE)) is None
+
+
+_BUILD_IN_CHILD = """
+import sys
+from pathlib import Path
+from pasta_ros.core.backbones import build_backbone
+from pasta_ros.export.runtime import ExportedBackbone, RuntimeOptions
+ort = ExportedBackbone(build_backbone("efficientnet_lite0"),
+                       RuntimeOptions("onnxruntime", Path(sys.argv[1]), "cpu"), "w1")
+ort.prepare((96, 64))
+print("ok")
+"""
+
+
+def test_two_processes_building_one_cache_leave_one_valid_graph(tmp_path):
+    """Several cameras' nodes may share a cache: each builds under a private name and renames
+    it into place, so both succeed and the file left is whole and matches its sidecar."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_IN_CHILD, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    graphs = sorted(tmp_path.glob("*.onnx"))
+    assert len(graphs) == 1 and not list(tmp_path.glob("*.tmp*")), sorted(tmp_path.iterdir())
+    key = ArtifactKey("backbone", "efficientnet_lite0@w1", SIZE, "fp32")
+    assert stale_reason(graphs[0], key) is None

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,10 +65,16 @@ def write_sidecar(artifact: Path, key: ArtifactKey, report: dict) -> Path:
             "sha256": file_sha256(artifact), "parity": report,
             "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
     side = sidecar_path(artifact)
-    tmp = side.with_name(side.name + ".tmp")
+    tmp = _private(side)
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, side)
     return side
+
+
+def _private(path: Path) -> Path:
+    """A temporary name for ``path`` unique to this process and thread (same folder, same
+    suffix), so processes sharing a cache never write one file at once; renamed into place."""
+    return path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp{path.suffix}")
 
 
 def read_sidecar(artifact: Path) -> dict | None:
@@ -110,13 +117,16 @@ def ensure_artifact(artifact: Path, key: ArtifactKey, build: Callable[[Path], di
             raise BackendError(f"cached graph {artifact} is not usable: {reason}; not using "
                                "it (delete it, or allow rebuilding: engine_rebuild true)")
         log.warning("rebuilding %s: %s", artifact.name, reason)
-    artifact.unlink(missing_ok=True)
-    sidecar_path(artifact).unlink(missing_ok=True)
     artifact.parent.mkdir(parents=True, exist_ok=True)
+    # built under a private name and renamed into place: another process reading (or
+    # building) the same cache sees the old file, or the new one, never half of one; a file
+    # whose sidecar does not match yet is stale to it and never used
+    tmp = _private(artifact)
     try:
-        report = build(artifact)
+        report = build(tmp)
+        os.replace(tmp, artifact)
     except BaseException:
-        artifact.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     write_sidecar(artifact, key, report)
     return read_sidecar(artifact) or {}

@@ -19,9 +19,11 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +171,7 @@ def resolve_engine(onnx_path: str | Path, cache_dir: str | Path, stem: str, key:
                                "or allow rebuilding")
     log.warning("building TensorRT engine %s (%s); this takes minutes", engine.name, reason)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = engine.with_name(engine.name + ".tmp")
+    tmp = engine.with_name(f"{engine.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     builder(onnx_path, tmp)
     tmp.replace(engine)
     write_sidecar(engine, key)  # written last: an engine without it is never trusted
