@@ -86,7 +86,8 @@ def test_a_new_segmenter_is_one_registry_entry():
         from pasta_ros.ros.params import declarations
 
         args = build_parser().parse_args(["segment", "--model", "m", "--images", "i", "--out",
-                                          "o", "--segmenter", "toy", "--toy-radius", "5"])
+                                          "o", "--segmenter", "toy", "--toy-radius", "5",
+                                          "--no-instance-split"])
         cfg, _ = config_from_args(args)
         assert build_segmenter(cfg.segmenter, None, cfg).radius == 5
         assert "toy_radius" in {d.name for d in declarations()}
