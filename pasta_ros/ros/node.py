@@ -20,7 +20,6 @@ Run: ``pasta_node --ros-args --params-file config/sorter.yaml -p model_dir:=MODE
 from __future__ import annotations
 
 import copy
-import math
 import signal
 import sys
 import threading
@@ -28,7 +27,7 @@ import time
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -37,7 +36,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from pasta_msgs.action import Recalibrate as RecalibrateAction
-from pasta_msgs.msg import ClusterStats, InstanceArray
+from pasta_msgs.msg import InstanceArray
 from pasta_msgs.srv import Recalibrate, SetPrompts
 from pasta_ros.core.config import ConfigError
 from pasta_ros.core.errors import USER_ERRORS
@@ -53,15 +52,14 @@ from pasta_ros.ros.frames import Frame, LatestFrame
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
 from pasta_ros.ros.prompts import PromptRequest, apply_request, prompt_state
 from pasta_ros.ros.recalibration import (
-    Outcome,
     Recalibrator,
-    Request,
     default_models_root,
     resolve_model,
 )
+from pasta_ros.ros.recalibration_interface import RecalibrationInterface
 
 
-class PastaNodeMixin:
+class PastaNodeMixin(RecalibrationInterface):
     """The node's behaviour, for a plain :class:`rclpy.node.Node` (:class:`PastaNode`) and a
     managed one (:class:`~pasta_ros.ros.lifecycle_node.ManagedPastaNode`). Life cycle:
     :meth:`init_pasta` (parameters), :meth:`configure` (model), :meth:`activate` (interfaces,
@@ -315,89 +313,6 @@ class PastaNodeMixin:
         self.settings = new
         return SetParametersResult(successful=True)
 
-    # ------------------------------------------------------------------ recalibration
-    def _recalibration_request(self, msg) -> Request:
-        """A Recalibrate service request or action goal (same fields) -> Request."""
-        return Request(msg.baseline_bag, msg.reference_bag, msg.empty_bag,
-                       msg.image_topic or self.sub.topic_name,
-                       clusters=msg.clusters if msg.clusters > 0 else None,
-                       ratio_threshold=msg.ratio_threshold if msg.ratio_threshold >= 0 else None,
-                       vote_threshold=msg.vote_threshold if msg.vote_threshold >= 0 else None)
-
-    def _recalibrate(self, msg, answer, **run_options) -> Outcome:
-        """Run one recalibration for a request/goal and fill ``answer`` (service response or
-        action result: same fields)."""
-        s = self.settings
-        req = self._recalibration_request(msg)
-        self.get_logger().info(f"recalibration requested: {req}")
-        try:
-            outcome = self.recalibrator.run(req, s.config, self.pipeline.model,
-                                            self.models_root, s.min_recalibration_frames,
-                                            self._swap_in, **run_options)
-        except Exception as exc:  # noqa: BLE001 - always answer the caller
-            outcome = Outcome(False, f"recalibration failed: internal error: {exc!r}")
-        if outcome.success:  # (rclpy: one severity per logging call site)
-            self.get_logger().info(outcome.message)
-        else:
-            self.get_logger().warning(outcome.message)
-        answer.success = outcome.success
-        answer.message = outcome.message
-        answer.model_id = self.pipeline.model.model_id
-        if outcome.success:
-            answer.model_dir = str(outcome.model_dir)
-            answer.clusters = cluster_stats(outcome.model)
-        return outcome
-
-    def _on_recalibrate(self, request, response):
-        self._recalibrate(request, response)
-        return response
-
-    def _on_goal(self, goal) -> GoalResponse:
-        if self.recalibrator.running:
-            self.get_logger().warning("recalibration goal rejected: a recalibration is "
-                                      "already running; send it when that one has finished")
-            return GoalResponse.REJECT
-        return GoalResponse.ACCEPT
-
-    def _execute_recalibration(self, goal_handle):
-        """The action: feedback on every progress step and at least every 0.5 s; a cancel is
-        answered within ~0.1 s and commits nothing."""
-        t0 = time.monotonic()
-        last = RecalibrateAction.Feedback(phase="reading")
-        finished = threading.Event()
-
-        def send(phase: str | None = None, done: int = 0, total: int = 0) -> None:
-            if phase is not None:
-                last.phase, last.images_done, last.images_total = phase, done, total
-            last.seconds = time.monotonic() - t0
-            goal_handle.publish_feedback(last)
-
-        def tick() -> None:
-            while not finished.wait(0.5):
-                send()
-
-        ticker = threading.Thread(target=tick, name="pasta-recalibrate-feedback", daemon=True)
-        ticker.start()
-        result = RecalibrateAction.Result()
-        try:
-            outcome = self._recalibrate(goal_handle.request, result, feedback=send,
-                                        cancelled=lambda: goal_handle.is_cancel_requested)
-        finally:
-            finished.set()
-            ticker.join(timeout=2.0)
-        if outcome.cancelled and goal_handle.is_cancel_requested:
-            goal_handle.canceled()
-        elif outcome.success:
-            goal_handle.succeed()
-        else:
-            goal_handle.abort()
-        return result
-
-    def _swap_in(self, outcome: Outcome) -> None:
-        with self._swap:
-            self.pipeline = outcome.pipeline
-            self.model_dir = outcome.model_dir
-
     def close(self) -> None:
         """Stop the inference thread (bounded wait)."""
         self.stop.set()
@@ -413,16 +328,6 @@ class PastaNode(PastaNodeMixin, Node):
         self.init_pasta(stop)
         self.configure()
         self.activate()
-
-
-def cluster_stats(model) -> list[ClusterStats]:
-    """Per-cluster statistics of a calibrated model as ``pasta_msgs/ClusterStats``."""
-    ratio = model.ratio()
-    return [ClusterStats(id=k, p_baseline=float(model.p_baseline[k]),
-                         p_reference=float(model.p_reference[k]),
-                         ratio=float(ratio[k]) if not math.isnan(ratio[k]) else math.nan,
-                         anomaly=bool(model.anomaly[k]), background=bool(model.background[k]))
-            for k in range(model.k)]
 
 
 def spin_until_stopped(node_class, args: list[str]) -> int:
