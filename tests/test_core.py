@@ -223,3 +223,10 @@ def test_config_validation_names_the_field():
     with pytest.raises(ConfigError, match="vote_threshold"):
         PastaConfig.from_dict({"vote_threshold": "high"})
     assert PastaConfig.from_dict({"ratio_threshold": 0}).ratio_threshold == 0.0
+
+
+def test_a_mask_with_no_background_pixel_is_one_instance_not_an_overflow():
+    """All object (an all-black frame where black is not background): the distance transform
+    is FLT_MAX everywhere; the split must not overflow into negative histogram bins."""
+    ids = split_instances(np.ones((40, 60), bool), core=0.5, min_area=10)
+    assert ids.dtype == np.int32 and set(np.unique(ids)) == {1}

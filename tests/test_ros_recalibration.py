@@ -202,10 +202,19 @@ def test_the_action_reports_progress_and_commits_on_success(ros, bags, io, model
     before = current_model(io)
     feedback: list = []
     t0 = time.monotonic()
+    handles: list = []
     status, res = send_goal(ros.client, RecalibrateAction, f"{NS}/pasta/recalibrate",
                             _goal(bags, clusters=6), 150.0,
-                            lambda fb: feedback.append((time.monotonic(), fb)))
+                            lambda fb: feedback.append((time.monotonic(), fb)), handles.append)
     elapsed = time.monotonic() - t0
+    # a cancel after success is answered (goal already terminated) and changes nothing
+    from action_msgs.srv import CancelGoal
+
+    answered = threading.Event()
+    future = handles[0].cancel_goal_async()
+    future.add_done_callback(lambda _: answered.set())
+    assert answered.wait(10.0)
+    assert future.result().return_code == CancelGoal.Response.ERROR_GOAL_TERMINATED
     assert status == GoalStatus.STATUS_SUCCEEDED and res.success, res.message
     assert res.model_id != before and current_model(io) == res.model_id
     assert (models_root / "latest").read_text().strip() == res.model_id

@@ -147,7 +147,8 @@ def split_instances(mask: np.ndarray, core: float, min_area: int) -> np.ndarray:
 def _max_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     """``(n,) float32`` max of non-negative ``values`` per label in [0, n), vectorised:
     values quantised to 1/8 px, one bincount over (label, level), last occupied level."""
-    levels = np.minimum((values * 8).astype(np.int64), 4095)
+    # clipped before the cast: a mask with no background pixel has distance FLT_MAX everywhere
+    levels = np.clip(values * 8, 0, 4095).astype(np.int64)
     hist = np.bincount(labels.astype(np.int64) * 4096 + levels, minlength=n * 4096)
     occupied = hist.reshape(n, 4096) > 0
     top = 4095 - occupied[:, ::-1].argmax(1)
