@@ -202,19 +202,10 @@ def test_the_action_reports_progress_and_commits_on_success(ros, bags, io, model
     before = current_model(io)
     feedback: list = []
     t0 = time.monotonic()
-    handles: list = []
     status, res = send_goal(ros.client, RecalibrateAction, f"{NS}/pasta/recalibrate",
                             _goal(bags, clusters=6), 150.0,
-                            lambda fb: feedback.append((time.monotonic(), fb)), handles.append)
+                            lambda fb: feedback.append((time.monotonic(), fb)))
     elapsed = time.monotonic() - t0
-    # a cancel after success is answered (goal already terminated) and changes nothing
-    from action_msgs.srv import CancelGoal
-
-    answered = threading.Event()
-    future = handles[0].cancel_goal_async()
-    future.add_done_callback(lambda _: answered.set())
-    assert answered.wait(10.0)
-    assert future.result().return_code == CancelGoal.Response.ERROR_GOAL_TERMINATED
     assert status == GoalStatus.STATUS_SUCCEEDED and res.success, res.message
     assert res.model_id != before and current_model(io) == res.model_id
     assert (models_root / "latest").read_text().strip() == res.model_id
@@ -268,3 +259,32 @@ def test_a_cancelled_goal_answers_at_once_and_commits_nothing(ros, bags, io, mod
     assert current_model(io) == before
     assert (models_root / "latest").read_text() == latest
     assert sorted(p.name for p in models_root.iterdir()) == folders
+
+
+def test_a_cancel_after_success_is_answered_and_changes_nothing(ros, bags, io, models_root):
+    from action_msgs.srv import CancelGoal
+    from rclpy.action import ActionClient
+
+    from pasta_msgs.action import Recalibrate as RecalibrateAction
+
+    ac = ActionClient(ros.client.node, RecalibrateAction, f"{NS}/pasta/recalibrate")
+    try:
+        assert ac.wait_for_server(timeout_sec=15.0)
+
+        def wait(future, timeout):
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            assert done.wait(timeout)
+            return future.result()
+
+        handle = wait(ac.send_goal_async(_goal(bags, clusters=5)), 30.0)
+        assert handle.accepted
+        result = wait(handle.get_result_async(), 150.0).result
+        assert result.success, result.message
+        latest = (models_root / "latest").read_text()
+        answer = wait(handle.cancel_goal_async(), 10.0)
+        assert answer.return_code == CancelGoal.Response.ERROR_GOAL_TERMINATED
+        assert (models_root / "latest").read_text() == latest
+        assert current_model(io) == result.model_id
+    finally:
+        ac.destroy()
