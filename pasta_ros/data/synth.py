@@ -89,13 +89,7 @@ def render_scene(
                                height, n_targets, n_anomalies)
     background, render_object = _RENDERERS[preset]
     img = background(rng, height, width)
-    labels = np.zeros((height, width), np.uint8)
-    instances = np.zeros((height, width), np.int32)
-    scale = min(width, height) / 512
-    light = rng.uniform(0, 2 * np.pi)
-    offset = rng.uniform(*params.shadow_offset_px) * scale
-    shift = (int(round(offset * np.cos(light))), int(round(offset * np.sin(light))))
-    strength = rng.uniform(*params.shadow_strength)
+    labels, instances, (scale, shift, strength) = _empty_scene(rng, params, width, height)
     lo, hi = np.log(params.extent_px)
     order = rng.permutation(np.array([1] * n_targets + [2] * n_anomalies, dtype=np.uint8))
     for k, label in enumerate(order, start=1):
@@ -115,18 +109,26 @@ def render_scene(
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), labels, instances
 
 
-def render_conveyor(params: PresetParams, opts: conv.ConveyorOptions, rng: np.random.Generator,
-                    width: int, height: int, n_targets: int, n_anomalies: int,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`render_scene` for the conveyor presets (:mod:`synth_conveyor`): same outputs."""
-    img = conv.belt(rng, height, width, opts.look)
+def _empty_scene(rng: np.random.Generator, params: PresetParams, width: int, height: int,
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[float, tuple[int, int], float]]:
+    """Empty ``(H, W) uint8`` labels and ``int32`` instance ids, and the scene's lighting:
+    (object scale, shadow shift (dx, dy) px, shadow strength), drawn from ``rng`` in a fixed
+    order so that a seed always gives the same scene."""
     labels = np.zeros((height, width), np.uint8)
     instances = np.zeros((height, width), np.int32)
     scale = min(width, height) / 512
     light = rng.uniform(0, 2 * np.pi)
     offset = rng.uniform(*params.shadow_offset_px) * scale
     shift = (int(round(offset * np.cos(light))), int(round(offset * np.sin(light))))
-    strength = rng.uniform(*params.shadow_strength)
+    return labels, instances, (scale, shift, rng.uniform(*params.shadow_strength))
+
+
+def render_conveyor(params: PresetParams, opts: conv.ConveyorOptions, rng: np.random.Generator,
+                    width: int, height: int, n_targets: int, n_anomalies: int,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`render_scene` for the conveyor presets (:mod:`synth_conveyor`): same outputs."""
+    img = conv.belt(rng, height, width, opts.look)
+    labels, instances, (scale, shift, strength) = _empty_scene(rng, params, width, height)
     lo, hi = np.log(params.extent_px)
     n = n_targets + n_anomalies
     n_shown = max(int(round(n / opts.scale ** 2)), 1) if n else 0  # high camera: more objects
