@@ -49,7 +49,7 @@ def node(ros, tiny_model: Path, tmp_path_factory):
     args = ["-r", "__node:=pasta_node", "-r", f"__ns:={NS}", "-r", f"image:={TOPIC}",
             "-p", f"model_dir:={tiny_model}", "-p", f"models_root:={out / 'models'}",
             "-p", "diagnostics_period:=0.2", "-p", "qos_depth:=1",
-            "-p", f"camera_info_topic:={INFO_TOPIC}"]
+            "-p", f"camera_info_topic:={INFO_TOPIC}", "-p", "input_timeout_s:=1.0"]
     with running_node(ros, args, out / "node.log", namespace=NS) as proc:
         yield proc
 
@@ -381,3 +381,17 @@ def test_camera_info_is_paired_by_stamp_and_republished_with_the_frames_header(r
         lambda v: v["camera_info_size_mismatch"] > before["camera_info_size_mismatch"], 10.0)
     assert after["camera_info_size_mismatch"] == before["camera_info_size_mismatch"] + 1
     assert stamp_of(stamp) not in got
+
+
+def test_diagnostics_name_the_node_and_camera_and_catch_a_stopped_camera(camera, outputs):
+    rgb, _ = scene(6)
+    frame = image_msg(rgb, "rgb8", next_stamp(), frame_id="belt_cam")
+    send(camera, outputs, frame)
+    live = outputs.wait_diagnostics(lambda v: v["hardware_id"] == "belt_cam", 10.0)
+    assert live["input_age_s"] < 5.0
+    # no frame for >= 5 x input_timeout_s (1 s): ERROR, with the reason
+    dead = outputs.wait_diagnostics(lambda v: v["level"] == 2, 20.0)
+    assert "no camera frame for" in dead["message"] and dead["input_age_s"] >= 5.0
+    send(camera, outputs, image_msg(rgb, "rgb8", next_stamp(), frame_id="belt_cam"))
+    back = outputs.wait_diagnostics(lambda v: v["input_age_s"] < 1.0, 10.0)
+    assert back["level"] in (0, 1) and "no camera frame" not in back["message"]

@@ -210,3 +210,26 @@ def test_camera_info_cache_pairs_the_nearest_stamp_within_the_slop():
     cache.put(msg(1_300_000_000))  # depth 3: 1.0 s is evicted
     assert cache.match(msg(1_000_000_000).header, 64, 48)[0] is None
     assert cache.counts == {"received": 4, "matched": 1, "unmatched": 2, "size_mismatch": 1}
+
+
+def test_a_stopped_camera_warns_then_errors():
+    from pasta_ros.ros.diagnostics import status_level
+
+    base = {"rate_hz": 0.0, "latency_p50_ms": 0.0, "model_id": "m", "frames_bad": 0,
+            "frames_in": 5, "frames_processed": 5}
+    assert status_level(base | {"input_age_s": 0.5}, None, 2.0)[0] == 0
+    level, message = status_level(base | {"input_age_s": 3.0}, None, 2.0)
+    assert level == 1 and "no camera frame for 3.0 s" in message
+    assert "check the camera" in message
+    assert status_level(base | {"input_age_s": 10.0}, None, 2.0)[0] == 2
+    assert status_level(base | {"input_age_s": 9.9}, None, 2.0)[0] == 1
+
+
+def test_input_age_counts_from_the_start_then_from_the_last_frame():
+    import time as _time
+
+    slot = LatestFrame()
+    _time.sleep(0.05)
+    assert slot.snapshot()["input_age_s"] >= 0.05
+    slot.bad_frame()  # a bad frame still shows the camera is alive
+    assert slot.snapshot()["input_age_s"] < 0.05

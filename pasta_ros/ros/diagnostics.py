@@ -1,11 +1,17 @@
 """``/diagnostics`` for pasta_node: rate, latency p50/p95, frame counters, model id.
 
 Published as ``diagnostic_msgs/DiagnosticArray`` (one DiagnosticStatus named
-``pasta_node: segmentation``, every value a KeyValue) when diagnostic_msgs imports. Where it
+``<fully qualified node name>: pasta`` with ``hardware_id`` = the camera's frame_id, every value
+a KeyValue) when diagnostic_msgs imports. Where it
 does not (a stripped ROS install), the same values go out as one JSON object in a
 ``std_msgs/String`` on ``pasta/diagnostics_json`` instead, and a warning says so.
 
-Keys: rate_hz, latency_p50_ms, latency_p95_ms (receive -> publish in the node),
+Level: ERROR when no camera frame came for 5 x ``input_timeout_s``, WARN after
+``input_timeout_s`` (a dead camera is not OK at 0 Hz), WARN on new bad frames, on frames that
+arrive but are not processed, or on calibration self-checks; OK otherwise.
+
+Keys: rate_hz, input_age_s (seconds since the last input frame), latency_p50_ms,
+latency_p95_ms (receive -> publish in the node),
 overhead_p50_ms, overhead_p95_ms (the same without inference), frames_in, frames_processed,
 frames_dropped, frames_bad, frames_in_flight, model_id, model_dir, recalibrating.
 """
@@ -20,16 +26,26 @@ try:
 except ImportError:  # pragma: no cover - diagnostic_msgs ships with every ROS 2 install
     DiagnosticArray = None
 
-STATUS_NAME = "pasta_node: segmentation"
+def status_name(node_name: str) -> str:
+    """The DiagnosticStatus name of the node ``node_name`` (fully qualified): two cameras'
+    nodes never collide."""
+    return f"{node_name}: pasta"
+
 FALLBACK_TOPIC = "pasta/diagnostics_json"
 
 
-def status_level(values: dict[str, Any], previous: dict[str, Any] | None) -> tuple[int, str]:
-    """(level, message): WARN when new bad frames arrived since the last report or frames come
-    in but none was processed in the last period; OK otherwise. Levels follow
-    DiagnosticStatus (0 OK, 1 WARN)."""
+def status_level(values: dict[str, Any], previous: dict[str, Any] | None,
+                 input_timeout_s: float = 2.0) -> tuple[int, str]:
+    """(level, message): see the module docstring. Levels follow DiagnosticStatus (0 OK,
+    1 WARN, 2 ERROR)."""
     summary = (f"{values['rate_hz']} Hz, latency p50 {values['latency_p50_ms']} ms, "
                f"model {values['model_id']}")
+    age = float(values.get("input_age_s", 0.0))
+    if age >= input_timeout_s:
+        level = 2 if age >= 5 * input_timeout_s else 1
+        return level, (f"no camera frame for {age:.1f} s (WARN after {input_timeout_s:g} s, "
+                       f"ERROR after {5 * input_timeout_s:g} s): check the camera and the "
+                       "image topic; " + summary)
     if previous is not None:
         if values["frames_bad"] > previous["frames_bad"]:
             return 1, f"skipped {values['frames_bad'] - previous['frames_bad']} bad frame(s); " \
@@ -45,9 +61,9 @@ def status_level(values: dict[str, Any], previous: dict[str, Any] | None) -> tup
 class DiagnosticsPublisher:
     """Publishes the node's statistics; ``publish(values)`` is called from a timer."""
 
-    def __init__(self, node, hardware_id: str) -> None:
+    def __init__(self, node, name: str) -> None:
         self.node = node
-        self.hardware_id = hardware_id
+        self.name = name
         self._previous: dict[str, Any] | None = None
         if DiagnosticArray is not None:
             self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -57,8 +73,10 @@ class DiagnosticsPublisher:
             node.get_logger().warning("diagnostic_msgs is not installed: diagnostics go to "
                                       f"{FALLBACK_TOPIC} as JSON")
 
-    def publish(self, values: dict[str, Any]) -> None:
-        level, message = status_level(values, self._previous)
+    def publish(self, values: dict[str, Any], hardware_id: str = "",
+                input_timeout_s: float = 2.0) -> None:
+        """One report; ``hardware_id``: the camera's frame_id (last frame seen)."""
+        level, message = status_level(values, self._previous, input_timeout_s)
         self._previous = dict(values)
         if DiagnosticArray is None:
             from std_msgs.msg import String
@@ -66,8 +84,7 @@ class DiagnosticsPublisher:
                                                               "message": message})))
             return
         status = DiagnosticStatus(
-            level=bytes([level]), name=STATUS_NAME, message=message,
-            hardware_id=self.hardware_id,
+            level=bytes([level]), name=self.name, message=message, hardware_id=hardware_id,
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()

@@ -40,11 +40,14 @@ class LatestFrame:
         self._latency: deque[float] = deque(maxlen=window)
         self._overhead: deque[float] = deque(maxlen=window)
         self._done: deque[float] = deque(maxlen=window)
+        self._started = time.monotonic()
+        self._last_in: float | None = None  # any frame, good or bad: the camera is alive
 
     def put(self, frame: Frame) -> bool:
         """Offer a converted frame; returns True when it replaced (dropped) an older one."""
         with self._cond:
             self.frames_in += 1
+            self._last_in = time.monotonic()
             replaced = self._slot is not None
             if replaced:
                 self.dropped += 1
@@ -58,6 +61,7 @@ class LatestFrame:
         """Count a frame that could not be converted (it never enters the slot)."""
         with self._cond:
             self.frames_in += 1
+            self._last_in = time.monotonic()
             self.bad += 1
 
     def take(self, timeout: float) -> Frame | None:
@@ -92,11 +96,15 @@ class LatestFrame:
                       "frames_in_flight": self.in_flight}
             latency, overhead = list(self._latency), list(self._overhead)
             done = list(self._done)
+            last_in = self._last_in
         now = time.monotonic()
         recent = [t for t in done if now - t <= 5.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and \
             recent[-1] > recent[0] else 0.0
-        stats = {"rate_hz": round(rate, 2)}
+        # seconds since the last input frame (since the start while none came yet)
+        stats = {"rate_hz": round(rate, 2),
+                 "input_age_s": round(now - (last_in if last_in is not None else self._started),
+                                      2)}
         for name, values in (("latency", latency), ("overhead", overhead)):
             p50, p95 = np.percentile(values, [50, 95]) if values else (0.0, 0.0)
             stats[f"{name}_p50_ms"] = round(float(p50), 2)

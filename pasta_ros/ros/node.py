@@ -47,7 +47,7 @@ from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.ros import convert
 from pasta_ros.ros.camera_info import CameraInfoCache
-from pasta_ros.ros.diagnostics import DiagnosticsPublisher, self_check_values
+from pasta_ros.ros.diagnostics import DiagnosticsPublisher, self_check_values, status_name
 from pasta_ros.ros.frames import Frame, LatestFrame
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
 from pasta_ros.ros.prompts import PromptRequest, apply_request, prompt_state
@@ -77,6 +77,7 @@ class PastaNodeMixin(RecalibrationInterface):
         self.icas: ICASPredictor | None = None
         self.last_vote = "pasta"
         self.frames = LatestFrame()
+        self.camera_frame_id = ""  # hardware_id of the diagnostics: the last frame's frame_id
         self.recalibrator = Recalibrator(stop)
         self.worker: threading.Thread | None = None
         self._halt = threading.Event()
@@ -151,7 +152,7 @@ class PastaNodeMixin(RecalibrationInterface):
         self.srv_prompts = self.create_service(SetPrompts, "pasta/set_prompts",
                                                self._on_set_prompts,
                                                callback_group=ReentrantCallbackGroup())
-        self.diagnostics = DiagnosticsPublisher(self, self.get_fully_qualified_name())
+        self.diagnostics = DiagnosticsPublisher(self, status_name(self.get_fully_qualified_name()))
         self.timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         subs = [self.sub] + ([self.sub_info] if self.camera_info is not None else [])
         pubs = [self.pub_labels, self.pub_instances, self.pub_overlay, self.diagnostics.pub]
@@ -183,6 +184,7 @@ class PastaNodeMixin(RecalibrationInterface):
             self.frames.bad_frame()
             self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=5.0)
             return
+        self.camera_frame_id = msg.header.frame_id
         self.frames.put(Frame(rgb, msg.header, t0, time.perf_counter()))
 
     def _inference_loop(self) -> None:
@@ -290,7 +292,8 @@ class PastaNodeMixin(RecalibrationInterface):
                if self.camera_info is not None else {})}
 
     def _publish_diagnostics(self) -> None:
-        self.diagnostics.publish(self.status())
+        self.diagnostics.publish(self.status(), self.camera_frame_id,
+                                 self.settings.input_timeout_s)
 
     # ------------------------------------------------------------------ parameters
     def _on_parameters(self, params) -> SetParametersResult:

@@ -56,6 +56,8 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               "the CameraInfo paired with it", lo=0.0, hi=10.0),
     ParamSpec("max_contour_vertices", 32, "most points of each instance's simplified contour "
               "in pasta_msgs/Instance.contour (0 = no contour)", lo=0, hi=4096, dynamic=True),
+    ParamSpec("input_timeout_s", 2.0, "diagnostics: WARN when no camera frame came for this "
+              "long, ERROR after 5 times as long", lo=0.05, hi=3600.0, dynamic=True),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages",
               lo=0.05, hi=60.0),
     ParamSpec("icas_mode", "off", "iCAS (in-context anomaly segmentation from prompts set with "

@@ -22,7 +22,7 @@ from pasta_msgs.msg import InstanceArray
 from pasta_ros.core.errors import PastaError
 from pasta_ros.data.bags import make_compressed_msg
 from pasta_ros.data.imgmsg import image_to_msg_fields
-from pasta_ros.ros.diagnostics import STATUS_NAME, values_from_status
+from pasta_ros.ros.diagnostics import status_name, values_from_status
 
 Stamp = tuple[int, int]
 
@@ -75,7 +75,7 @@ class Outputs:
             self.subs.append(node.create_subscription(Image, f"{p}/pasta/overlay",
                                                       self._on_overlay, 50))
         self.node = node
-        self.hardware_id = f"{p}/pasta_node"
+        self.status_name = status_name(f"{p}/pasta_node")
 
     def clear(self) -> None:
         """Forget the frames received so far (diagnostics are kept)."""
@@ -120,9 +120,11 @@ class Outputs:
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name == STATUS_NAME and status.hardware_id == self.hardware_id:
+            if status.name == self.status_name:
                 with self._cond:
-                    self.diagnostics.append(values_from_status(status))
+                    self.diagnostics.append(values_from_status(status) | {
+                        "level": str(status.level[0]), "message": status.message,
+                        "hardware_id": status.hardware_id})
                     self._cond.notify_all()
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
