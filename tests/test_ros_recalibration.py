@@ -169,6 +169,8 @@ def test_recalibration_while_frames_flow_then_a_second_call_is_refused(ros, bags
     assert [c.id for c in res.clusters if c.anomaly] == manifest["anomaly_clusters"]
     assert [c.id for c in res.clusters if c.background] == manifest["background_clusters"]
     assert manifest["stats"]["baseline_images"] == 8 and manifest["stats"]["empty_images"] == 2
+    assert manifest["stats"]["parent_model_id"] == before
+    assert manifest["stats"]["lineage"] == before  # recalibrated from the root model
 
 
 def test_a_restart_comes_back_with_the_newest_good_model(ros, tiny_model, models_root,

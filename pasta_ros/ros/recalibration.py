@@ -60,9 +60,17 @@ def default_models_root(model_dir: str, models_root: str) -> Path:
         Path(model_dir).expanduser().resolve().parent
 
 
+def lineage_of(model: CalibratedModel) -> str:
+    """The lineage of a model: the id of the model its recalibrations started from (kept in
+    ``stats['lineage']``); a model calibrated from scratch starts its own."""
+    return str(model.stats.get("lineage") or model.model_id)
+
+
 def resolve_model(model_dir: str, models_root: Path) -> tuple[Path, str]:
     """The newest good model: ``model_dir`` or the one ``models_root/latest`` names,
     whichever was created later (both loaded and checked). Returns (folder, why).
+    A ``latest`` of another lineage than ``model_dir``'s model (another line's recalibration
+    in a shared models_root) is ignored with a warning.
 
     Raises:
         ModelError: neither loads; the message says why for each.
@@ -77,9 +85,19 @@ def resolve_model(model_dir: str, models_root: Path) -> tuple[Path, str]:
         log.warning("ignoring %s: it does not name a model folder", models_root / LATEST)
     good: list[tuple[str, Path, str]] = []
     problems = []
+    lineage = None  # model_dir's: a 'latest' of another lineage is another line's model
     for path, source in candidates:
         try:
-            good.append((load_model(path).created, path, source))
+            model = load_model(path)
+            if source == "model_dir":
+                lineage = lineage_of(model)
+            elif lineage is not None and lineage_of(model) != lineage:
+                log.warning("ignoring %s: it names %s of lineage %s, not model_dir's lineage %s "
+                            "(another line's recalibration; give each line its own "
+                            "models_root)", models_root / LATEST, path.name, lineage_of(model),
+                            lineage)
+                continue
+            good.append((model.created, path, source))
         except ModelError as exc:
             problems.append(f"{source}: {exc}")
             if source != "model_dir":
@@ -192,6 +210,7 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
         model = calibrate(extractor, sources[0], sources[1], sources[2], ccfg,
                           weights_hash=weights_fingerprint(ccfg.backbone, ccfg.weights),
                           quiet=True, progress=report)
+        model.stats |= {"lineage": lineage_of(running), "parent_model_id": running.model_id}
         report("saving", total[0])
         models_root.mkdir(parents=True, exist_ok=True)
         out = save_model(model, models_root / model.model_id)
