@@ -97,16 +97,27 @@ def render_scene(
         rgb, cov = render_object(rng, int(label), extent)
         mask = cov >= 0.5
         x0, y0 = _place(rng, mask, instances > 0, params.max_overlap)
-        _shadow(img, cov, x0 + shift[0], y0 + shift[1], strength,
-                params.shadow_blur_px * scale)
-        blend(img, rgb, cov, x0, y0)
-        box = clip_box(labels.shape, x0, y0, *mask.shape)
-        if box is not None:
-            (iy, ix), (py, px) = box
-            labels[iy, ix][mask[py, px]] = label
-            instances[iy, ix][mask[py, px]] = k
+        _paste(img, labels, instances, rgb, cov, (x0, y0), int(label), k, shift, strength,
+               params.shadow_blur_px * scale)
     img += params.noise_std * rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), labels, instances
+
+
+def _paste(img: np.ndarray, labels: np.ndarray, instances: np.ndarray, rgb: np.ndarray,
+           cov: np.ndarray, at: tuple[int, int], label: int, k: int, shift: tuple[int, int],
+           strength: float, blur: float) -> None:
+    """Paste one object in place: its shadow, its pixels blended by coverage ``cov`` at
+    top-left ``at`` = (x, y), and its exact mask (coverage >= 0.5) into ``labels`` (class) and
+    ``instances`` (id ``k``); the parts outside the frame are clipped."""
+    x0, y0 = at
+    mask = cov >= 0.5
+    _shadow(img, cov, x0 + shift[0], y0 + shift[1], strength, blur)
+    blend(img, rgb, cov, x0, y0)
+    box = clip_box(labels.shape, x0, y0, *mask.shape)
+    if box is not None:
+        (iy, ix), (py, px) = box
+        labels[iy, ix][mask[py, px]] = label
+        instances[iy, ix][mask[py, px]] = k
 
 
 def _empty_scene(rng: np.random.Generator, params: PresetParams, width: int, height: int,
@@ -143,14 +154,8 @@ def render_conveyor(params: PresetParams, opts: conv.ConveyorOptions, rng: np.ra
         spot = conv.place_touching(rng, mask, instances) if rng.random() < opts.touch else None
         x0, y0 = spot if spot is not None else _place(rng, mask, instances > 0,
                                                        params.max_overlap)
-        _shadow(img, cov, x0 + shift[0], y0 + shift[1], strength,
-                params.shadow_blur_px * scale)
-        blend(img, rgb, cov, x0, y0)
-        box = clip_box(labels.shape, x0, y0, *mask.shape)
-        if box is not None:
-            (iy, ix), (py, px) = box
-            labels[iy, ix][mask[py, px]] = label
-            instances[iy, ix][mask[py, px]] = k
+        _paste(img, labels, instances, rgb, cov, (x0, y0), int(label), k, shift, strength,
+               params.shadow_blur_px * scale)
     if opts.gradient:
         img *= illumination(rng, height, width, gradient=rng.uniform(0.3, 0.6),
                             vignette=rng.uniform(0.1, 0.3))[:, :, None]
