@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from scipy.ndimage import find_objects
 
+from pasta_ros.core.segmenters.clusters import relabel_without_small
+
 PRIOR_CONFIDENT = 0.9
 OUTER_SHARE = 0.3  # share of a part's border that must lie on the instance's outline
 
@@ -123,7 +125,7 @@ def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray,
             crop[parts == k] = next_id
             next_id += 1
             split = True
-    return _renumber(out) if split else ids
+    return relabel_without_small(out, 1) if split else ids
 
 
 def material_sides(rgb: np.ndarray, prior: np.ndarray, inside: np.ndarray,
@@ -204,10 +206,3 @@ def _parts_reach_outside(parts: np.ndarray, inside: np.ndarray) -> bool:
     share = outer[1:] / np.maximum(total[1:], 1)
     return bool(np.all(share >= OUTER_SHARE))
 
-
-def _renumber(ids: np.ndarray) -> np.ndarray:
-    present = np.bincount(ids.ravel()) > 0
-    present[0] = False
-    lut = np.zeros(present.shape[0], np.int32)
-    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
-    return lut[ids]

@@ -123,7 +123,7 @@ def split_instances(mask: np.ndarray, core: float, min_area: int) -> np.ndarray:
     m = mask.astype(np.uint8)
     n, comps = cv2.connectedComponents(m, connectivity=8)
     if n <= 1 or core <= 0:
-        return _relabel_without_small(comps.astype(np.int32), min_area)
+        return relabel_without_small(comps.astype(np.int32), min_area)
     dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
     idx = np.flatnonzero(m)  # object pixels only (~10-20% of a frame)
     comp_px = comps.ravel()[idx]
@@ -141,7 +141,7 @@ def split_instances(mask: np.ndarray, core: float, min_area: int) -> np.ndarray:
         box = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         grown = watershed(-dist[box], np.where(region[box], seeds[box], 0), mask=region[box])
         labels[box][region[box]] = n + grown[region[box]]  # above component ids: no clash
-    return _relabel_without_small(labels, min_area)
+    return relabel_without_small(labels, min_area)
 
 
 def _max_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -155,8 +155,9 @@ def _max_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray
     return (top / 8.0).astype(np.float32)
 
 
-def _relabel_without_small(labels: np.ndarray, min_area: int) -> np.ndarray:
-    """Drop instances under ``min_area`` and renumber the rest 1..N (vectorised)."""
+def relabel_without_small(labels: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop instances under ``min_area`` pixels (``min_area=1``: only the empty ids) and
+    renumber the rest 1..N in id order (vectorised); ``(H, W) int32``."""
     areas = np.bincount(labels.ravel())
     keep = areas >= min_area
     keep[0] = False
