@@ -70,3 +70,15 @@ def test_the_largest_part_is_used_and_empty_masks_are_refused():
         oriented_box(np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="at least 3"):
         contour_polygon(mask, max_vertices=2)
+
+
+def test_instance_geometry_equals_the_two_functions_from_one_trace():
+    from pasta_ros.core.grasp_geometry import instance_geometry
+
+    mask = _rotated_rect((120, 160), (80, 60), 90, 25, 33.0)
+    box, poly = instance_geometry(mask, (5, 7), 10)
+    assert box == oriented_box(mask, (5, 7))
+    np.testing.assert_array_equal(poly, contour_polygon(mask, (5, 7), 10))
+    assert instance_geometry(mask, (5, 7), 0)[1].shape == (0, 2)
+    np.testing.assert_array_equal(instance_geometry(mask, max_vertices=2)[1],
+                                  contour_polygon(mask, max_vertices=3))

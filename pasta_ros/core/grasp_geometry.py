@@ -41,8 +41,11 @@ def _outer_contour(mask: np.ndarray) -> np.ndarray:
 def oriented_box(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> OrientedBox:
     """Minimum-area rectangle of ``mask`` (``(h, w) bool``, the crop whose top-left pixel is
     ``offset`` = (x, y) in the source image). ValueError for an empty mask."""
-    points = _outer_contour(mask).astype(np.float32)
-    (cx, cy), (w, h), deg = cv2.minAreaRect(points)
+    return _box(_outer_contour(mask), offset)
+
+
+def _box(contour: np.ndarray, offset: tuple[int, int]) -> OrientedBox:
+    (cx, cy), (w, h), deg = cv2.minAreaRect(contour.astype(np.float32))
     w, h = w + 1.0, h + 1.0  # pixel centres -> pixel extents
     if w < h:
         w, h, deg = h, w, deg + 90.0
@@ -62,9 +65,24 @@ def contour_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0),
     """
     if max_vertices < 3:
         raise ValueError(f"max_vertices must be at least 3, got {max_vertices}")
-    contour = _outer_contour(mask).reshape(-1, 1, 2)
+    return _simplified(_outer_contour(mask), offset, max_vertices)
+
+
+def _simplified(contour: np.ndarray, offset: tuple[int, int], max_vertices: int) -> np.ndarray:
+    contour = contour.reshape(-1, 1, 2)
     poly, eps = contour, 0.5
     while len(poly) > max_vertices:
         poly = cv2.approxPolyDP(contour, eps, closed=True)
         eps *= 2.0
     return poly.reshape(-1, 2).astype(np.float32) + np.asarray(offset, np.float32)
+
+
+def instance_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0),
+                      max_vertices: int = 32) -> tuple[OrientedBox, np.ndarray]:
+    """:func:`oriented_box` and :func:`contour_polygon` of one mask from one contour trace
+    (the node's per-instance path); ``max_vertices`` 0 gives an empty ``(0, 2)`` polygon, and
+    1..2 are raised to 3."""
+    contour = _outer_contour(mask)
+    polygon = (_simplified(contour, offset, max(3, max_vertices)) if max_vertices
+               else np.zeros((0, 2), np.float32))
+    return _box(contour, offset), polygon

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from pasta_msgs.msg import Instance as InstanceMsg
 from pasta_msgs.msg import InstanceArray
 from pasta_ros.core.fusion import Instance
-from pasta_ros.core.grasp_geometry import contour_polygon, oriented_box
+from pasta_ros.core.grasp_geometry import instance_geometry
 from pasta_ros.core.report import LABEL_COLORS
 from pasta_ros.data.images import ImageReadError, to_rgb_uint8
 from pasta_ros.data.imgmsg import SUPPORTED_ENCODINGS, decode_compressed, image_from_msg_fields
@@ -109,11 +109,8 @@ def instance_msg(inst: Instance, header, max_contour_vertices: int = 32) -> Inst
     """One :class:`~pasta_ros.core.fusion.Instance` -> ``pasta_msgs/Instance`` (mask 0/255,
     oriented box, contour of at most ``max_contour_vertices`` points; 0 = no contour)."""
     x, y, w, h = inst.bbox
-    box = oriented_box(inst.mask, (x, y))
-    contour = Polygon()
-    if max_contour_vertices:
-        contour.points = [Point32(x=float(px), y=float(py), z=0.0) for px, py in
-                          contour_polygon(inst.mask, (x, y), max(3, max_contour_vertices))]
+    box, polygon = instance_geometry(inst.mask, (x, y), max_contour_vertices)
+    contour = Polygon(points=[Point32(x=float(px), y=float(py), z=0.0) for px, py in polygon])
     return InstanceMsg(
         id=int(inst.id), class_id=int(inst.label), score=float(inst.anomaly_share),
         bbox=RegionOfInterest(x_offset=int(x), y_offset=int(y), width=int(w), height=int(h),
