@@ -46,10 +46,12 @@ def calibrate_paths(cfg: PastaConfig, baseline: Path, reference: Path, empty: Pa
     base_src = open_source(baseline, topic, stats=stats)
     ref_src = open_source(reference, topic, stats=stats)
     empty_src = open_source(empty, topic, stats=stats) if empty else None
-    extractor = build_extractor(cfg, cache_dir=Path(out) / "engines")  # graphs beside the model
+    fingerprint = weights_fingerprint(cfg.backbone, cfg.weights)
+    extractor = build_extractor(cfg, cache_dir=Path(out) / "engines",  # graphs beside the model
+                                weights_hash=fingerprint)
     calibrate = METHODS[cfg.method].calibrate
     model = calibrate(extractor, base_src, ref_src, empty_src, cfg,
-                      weights_hash=weights_fingerprint(cfg.backbone, cfg.weights), quiet=quiet)
+                      weights_hash=fingerprint, quiet=quiet)
     model.stats["skipped_images"] = stats.n_skipped
     save_model(model, out)
     prepare_runtime(extractor.backbone, model.input_size, model.stride)  # int8: built here

@@ -90,12 +90,14 @@ def runtime_options(cfg: PastaConfig, cache_dir: Path):
 
 
 def build_extractor(cfg: PastaConfig, *, cache_dir: str | Path | None = None,
-                    backbone=None) -> FeatureExtractor:
+                    backbone=None, weights_hash: str | None = None) -> FeatureExtractor:
     """The feature extractor of ``cfg`` (calibration and inference alike): the registry
     backbone in torch, or, for ``backend`` onnxruntime/tensorrt, its exported graph cached in
     ``cache_dir`` (``cfg.engine_dir``, else :func:`default_cache_dir`). Sets the process's
     threads (:mod:`pasta_ros.core.threads`). With ``ort_precision int8`` the first baseline
-    images it runs on are kept to calibrate the int8 graph (see :func:`prepare_runtime`)."""
+    images it runs on are kept to calibrate the int8 graph (see :func:`prepare_runtime`).
+    ``weights_hash``: the weights' fingerprint when the caller has it (saves a second read of
+    the weight files)."""
     configure_threads(cfg.threads)
     backbone = backbone or build_backbone(cfg.backbone, cfg.weights)
     if cfg.backend != "torch":
@@ -103,7 +105,7 @@ def build_extractor(cfg: PastaConfig, *, cache_dir: str | Path | None = None,
 
         cache = Path(cfg.engine_dir) if cfg.engine_dir else Path(cache_dir or
                                                                  default_cache_dir())
-        backbone = ExportedBackbone(backbone, runtime_options(cfg, cache),
+        backbone = ExportedBackbone(backbone, runtime_options(cfg, cache), weights_hash or
                                     weights_fingerprint(cfg.backbone, cfg.weights))
         if cfg.ort_precision == "int8":
             backbone.collect_inputs(QUANT_IMAGES)
@@ -167,7 +169,8 @@ class PastaPipeline:
                 mcfg = cfg.replace(input_width=model.input_size[0],
                                    input_height=model.input_size[1],
                                    color_weight=model.color_weight, backbone=model.backbone)
-                extractor = build_extractor(mcfg, cache_dir=cache, backbone=backbone)
+                extractor = build_extractor(mcfg, cache_dir=cache, backbone=backbone,
+                                            weights_hash=fingerprint)
         prepare_runtime(extractor.backbone, model.input_size, extractor.info.stride)
         vote = cfg.vote_threshold if explicit and "vote_threshold" in explicit \
             else model.vote_threshold

@@ -206,9 +206,10 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
             total[0] += _check_bag("empty", req.empty_bag, req.topic, 1)
         sources = [bag_source(b, req.topic) if b else None
                    for b in (req.baseline_bag, req.reference_bag, req.empty_bag)]
-        extractor = build_extractor(ccfg)
+        fingerprint = weights_fingerprint(ccfg.backbone, ccfg.weights)
+        extractor = build_extractor(ccfg, weights_hash=fingerprint)
         model = calibrate(extractor, sources[0], sources[1], sources[2], ccfg,
-                          weights_hash=weights_fingerprint(ccfg.backbone, ccfg.weights),
+                          weights_hash=fingerprint,
                           quiet=True, progress=report)
         model.stats |= {"lineage": lineage_of(running), "parent_model_id": running.model_id}
         report("saving", total[0])
