@@ -177,6 +177,14 @@ class PastaPipeline:
         return cls(model, extractor, build_segmenter(cfg.segmenter, model, cfg), vote,
                    cluster_map_fn)
 
+    def with_runtime_config(self, cfg: PastaConfig, changed: set[str]) -> PastaPipeline:
+        """This pipeline (same model and backend) with the run-time settings of ``cfg`` named
+        in ``changed``: ``vote_threshold`` and ``min_area`` (a new segmenter)."""
+        segmenter = build_segmenter(cfg.segmenter, self.model, cfg) if "min_area" in changed \
+            else self.segmenter
+        vote = cfg.vote_threshold if "vote_threshold" in changed else self.vote_threshold
+        return PastaPipeline(self.model, self.extractor, segmenter, vote, self.cluster_map_fn)
+
     @torch.inference_mode()
     def process(self, image: np.ndarray, *, with_instances: bool = True,
                 icas: IcasVote | None = None) -> FrameResult:

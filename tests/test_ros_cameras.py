@@ -37,8 +37,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_the_example_list_loads_with_one_lineage_per_camera():
     cams = load_cameras(ROOT / "config" / "cameras.example.yaml")
     assert [c.namespace for c in cams] == ["cell1", "cell2"]
-    assert [c.models_root for c in cams] == ["/models/recalibrated/line_a",
-                                             "/models/recalibrated/line_b"]
+    assert [c.models_root for c in cams] == ["/models/recalibrated"] * 2
+    assert [c.lineage for c in cams] == ["line_a", "line_b"]
     assert cams[1].node_parameters()["vote_threshold"] == 0.15
     args = cams[0].ros_arguments("/c.yaml")
     assert "__ns:=/cell1" in args and "image:=/cell1/camera/image_raw" in args
@@ -54,7 +54,7 @@ def test_the_example_list_loads_with_one_lineage_per_camera():
     ("cameras:\n  - {namespace: a, image_topic: /x, model_dir: m}\n"
      "  - {namespace: a, image_topic: /y, model_dir: n}", "share the namespace a"),
     ("cameras:\n  - {namespace: a, image_topic: /x, model_dir: m, lineage: l}\n"
-     "  - {namespace: b, image_topic: /y, model_dir: n, lineage: l}", "share the models_root"),
+     "  - {namespace: b, image_topic: /y, model_dir: n, lineage: l}", "share the lineage l"),
 ])
 def test_bad_camera_lists_name_the_entry_and_the_fix(tmp_path, text, message):
     with pytest.raises(PastaError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -104,6 +104,7 @@ models_base: {tmp_path / 'store'}
             _, inst = out.wait_frame((7, 11), 30.0)
             assert inst.model_id == ids[model], cam.namespace
             params = get_parameters(ros.client, f"/{cam.namespace}/pasta_node",
-                                    ["models_root", "vote_threshold"])
+                                    ["models_root", "lineage", "vote_threshold"])
             assert params["models_root"] == cam.models_root
+            assert params["lineage"] == cam.lineage
             assert params["vote_threshold"] == (0.2 if cam.namespace == "cam_b" else 0.1)

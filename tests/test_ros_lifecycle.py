@@ -63,7 +63,8 @@ def test_the_life_cycle_in_order_with_outputs_only_while_active(ros, managed, ti
     # a model that is not there: configure fails with the reason in the log, still up
     assert not change(ros, Transition.TRANSITION_CONFIGURE)
     assert state(ros) == State.PRIMARY_STATE_UNCONFIGURED and managed.alive()
-    assert "configure failed: no usable model" in managed.log_tail(50)
+    expected = f"configure failed: {managed.model_dir} is not a PASTA model"
+    assert expected in managed.log_tail(50)
     # the model arrives (e.g. copied by the cell's provisioning); configure now succeeds
     shutil.copytree(tiny_model, managed.model_dir)
 

@@ -243,7 +243,7 @@ def test_compressed_input(ros, tiny_model, tmp_path):
     (["-p", "ratio_threshold:=1.5"], "ratio_threshold"),
     (["-p", "backend:=cuda_magic"], "backend: 'cuda_magic' is not one of"),
     (["-p", "clusterz:=8"], "unknown parameter(s) given to the node: clusterz"),
-    (["-p", "model_dir:=/nonexistent/model"], "no usable model"),
+    (["-p", "model_dir:=/nonexistent/model"], "/nonexistent/model is not a PASTA model"),
     (["-p", "icas_mode:=replace", "-p", "icas_checkpoint:=/nonexistent/icas.pt"],
      "iCAS checkpoint not found: /nonexistent/icas.pt"),
     (["-p", "icas_mode:=sometimes"], "icas_mode: 'sometimes' is not one of"),

@@ -59,10 +59,15 @@ def models_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("recal_models") / "models"
 
 
-def node_args(tiny_model, models_root, ns=NS):
+def lineage_dir(models_root: Path) -> Path:
+    """Where the node under test keeps its models: its default lineage is its name."""
+    return models_root / "r.pasta_node"
+
+
+def node_args(tiny_model, models_root, ns=NS, *extra):
     return ["-r", "__node:=pasta_node", "-r", f"__ns:={ns}", "-r", f"image:={CAMERA}",
             "-p", f"model_dir:={tiny_model}", "-p", f"models_root:={models_root}",
-            "-p", "clusters:=8", "-p", "diagnostics_period:=0.2"]
+            "-p", "clusters:=8", "-p", "diagnostics_period:=0.2", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +128,7 @@ def test_failures_name_the_problem_and_leave_the_running_model(ros, bags, io, mo
     assert expected.format(baseline=bags["baseline"], corrupt=bags["corrupt"]) in res.message
     assert res.model_id == before and not res.clusters and not res.model_dir
     assert current_model(io) == before
-    assert not models_root.exists() or not any(models_root.iterdir())
+    assert not models_root.exists() or not any(lineage_dir(models_root).iterdir())
 
 
 def test_recalibration_while_frames_flow_then_a_second_call_is_refused(ros, bags, io,
@@ -161,28 +166,44 @@ def test_recalibration_while_frames_flow_then_a_second_call_is_refused(ros, bags
     assert len(during) >= 2, "outputs kept coming with the old model while it recalibrated"
     assert current_model(io) == res.model_id
     model_dir = Path(res.model_dir)
-    assert model_dir.parent == models_root and model_dir.name == res.model_id
+    assert model_dir.parent == lineage_dir(models_root) and model_dir.name == res.model_id
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["model_id"] == res.model_id
-    assert (models_root / "latest").read_text().strip() == res.model_id
+    assert (lineage_dir(models_root) / "latest").read_text().strip() == res.model_id
     assert len(res.clusters) == manifest["clusters"]
     assert [c.id for c in res.clusters if c.anomaly] == manifest["anomaly_clusters"]
     assert [c.id for c in res.clusters if c.background] == manifest["background_clusters"]
     assert manifest["stats"]["baseline_images"] == 8 and manifest["stats"]["empty_images"] == 2
     assert manifest["stats"]["parent_model_id"] == before
-    assert manifest["stats"]["lineage"] == before  # recalibrated from the root model
+    assert manifest["stats"]["lineage"] == "r.pasta_node"  # the node's default lineage
 
 
-def test_a_restart_comes_back_with_the_newest_good_model(ros, tiny_model, models_root,
-                                                         tmp_path):
-    newest = (models_root / "latest").read_text().strip()
+@pytest.mark.parametrize("follow_latest", [True, False])
+def test_a_restart_of_the_line_follows_latest_only_when_asked(ros, tiny_model, models_root,
+                                                             tmp_path, follow_latest):
+    """The same line restarted (another namespace, the same lineage): with follow_latest it
+    comes back with its newest model; without it, the explicit model_dir wins."""
+    newest = (lineage_dir(models_root) / "latest").read_text().strip()
     ns = "/restarted"
-    with running_node(ros, node_args(tiny_model, models_root, ns), tmp_path / "node.log",
-                      namespace=ns):
+    args = node_args(tiny_model, models_root, ns, "-p", "lineage:=r.pasta_node",
+                     "-p", f"follow_latest:={str(follow_latest).lower()}")
+    with running_node(ros, args, tmp_path / "node.log", namespace=ns):
         out = Outputs(ros.client, ns)
         out.wait_matched(30.0)
         v = out.wait_diagnostics(lambda v: True, 30.0)
-        assert v["model_id"] == newest
+        assert v["lineage"] == "r.pasta_node"
+        assert (v["model_id"] == newest) is follow_latest
+
+
+def test_another_line_sharing_the_store_never_loads_this_lines_model(ros, tiny_model,
+                                                                     models_root, tmp_path):
+    ns = "/line_b"
+    args = node_args(tiny_model, models_root, ns, "-p", "follow_latest:=true")
+    with running_node(ros, args, tmp_path / "node.log", namespace=ns):
+        out = Outputs(ros.client, ns)
+        out.wait_matched(30.0)
+        v = out.wait_diagnostics(lambda v: True, 30.0)
+    assert v["lineage"] == "line_b.pasta_node" and v["model_dir"] == str(tiny_model)
 
 
 def _goal(bags, **kw):
@@ -210,7 +231,7 @@ def test_the_action_reports_progress_and_commits_on_success(ros, bags, io, model
     elapsed = time.monotonic() - t0
     assert status == GoalStatus.STATUS_SUCCEEDED and res.success, res.message
     assert res.model_id != before and current_model(io) == res.model_id
-    assert (models_root / "latest").read_text().strip() == res.model_id
+    assert (lineage_dir(models_root) / "latest").read_text().strip() == res.model_id
     phases = [fb.phase for _, fb in feedback]
     assert phases[0] == "reading" and "features" in phases and phases[-1] == "swap"
     assert {"clustering", "colour_model", "saving"} <= set(phases)
@@ -233,8 +254,8 @@ def test_a_cancelled_goal_answers_at_once_and_commits_nothing(ros, bags, io, mod
     from pasta_ros.ros.clients import send_goal
 
     before = current_model(io)
-    latest = (models_root / "latest").read_text()
-    folders = sorted(p.name for p in models_root.iterdir())
+    latest = (lineage_dir(models_root) / "latest").read_text()
+    folders = sorted(p.name for p in lineage_dir(models_root).iterdir())
     started = threading.Event()
     handles: list = []
     box: list = []
@@ -259,8 +280,9 @@ def test_a_cancelled_goal_answers_at_once_and_commits_nothing(ros, bags, io, mod
     out, _, _ = io
     out.wait_diagnostics(lambda v: v["recalibrating"] is False, 120.0)  # the worker ended
     assert current_model(io) == before
-    assert (models_root / "latest").read_text() == latest
-    assert sorted(p.name for p in models_root.iterdir()) == folders
+    assert (lineage_dir(models_root) / "latest").read_text() == latest
+    assert sorted(p.name for p in lineage_dir(models_root).iterdir()) == folders
+    assert not list((lineage_dir(models_root) / ".cache").glob("*"))  # the worker's cache
 
 
 def test_a_cancel_after_success_is_answered_and_changes_nothing(ros, bags, io, models_root):
@@ -283,10 +305,10 @@ def test_a_cancel_after_success_is_answered_and_changes_nothing(ros, bags, io, m
         assert handle.accepted
         result = wait(handle.get_result_async(), 150.0).result
         assert result.success, result.message
-        latest = (models_root / "latest").read_text()
+        latest = (lineage_dir(models_root) / "latest").read_text()
         answer = wait(handle.cancel_goal_async(), 10.0)
         assert answer.return_code == CancelGoal.Response.ERROR_GOAL_TERMINATED
-        assert (models_root / "latest").read_text() == latest
+        assert (lineage_dir(models_root) / "latest").read_text() == latest
         assert current_model(io) == result.model_id
     finally:
         ac.destroy()

@@ -27,7 +27,6 @@ from pasta_ros.ros.params import (  # noqa: E402
     descriptor,
     settings_from_values,
 )
-from pasta_ros.ros.recalibration import read_latest, resolve_model, write_latest  # noqa: E402
 from pasta_ros.testing.ros_session import compressed_msg, image_msg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,27 +142,6 @@ def test_compressed_and_output_messages():
     assert arr.header.stamp.sec == 2 and arr.header.stamp.nanosec == 7
 
 
-def test_model_store_prefers_the_newest_good_model(tiny_model, tmp_path):
-    import json
-    import shutil
-
-    root = tmp_path / "models"
-    root.mkdir()
-    assert read_latest(root) is None
-    newer = root / "newer"
-    shutil.copytree(tiny_model, newer)
-    manifest = json.loads((newer / "manifest.json").read_text())
-    manifest["created"] = "2999-01-01T00:00:00+00:00"
-    (newer / "manifest.json").write_text(json.dumps(manifest))
-    write_latest(root, "newer")
-    assert read_latest(root) == newer
-    assert resolve_model(str(tiny_model), root)[0] == newer
-    (newer / "arrays.npz").write_bytes(b"broken")  # the newest is no longer good
-    assert resolve_model(str(tiny_model), root)[0] == Path(tiny_model)
-    with pytest.raises(Exception, match="no usable model"):
-        resolve_model("", root)
-
-
 def test_fast_overlay_matches_the_report_overlay():
     import cv2
 
@@ -233,34 +211,3 @@ def test_input_age_counts_from_the_start_then_from_the_last_frame():
     assert slot.snapshot()["input_age_s"] >= 0.05
     slot.bad_frame()  # a bad frame still shows the camera is alive
     assert slot.snapshot()["input_age_s"] < 0.05
-
-
-def test_a_restart_never_loads_another_lines_model(tiny_model, tmp_path):
-    """Two lines share a models_root: line B's restart ignores line A's newer recalibration,
-    while line A's own recalibrated child (same lineage) is still picked up."""
-    import json
-    import shutil
-
-    from pasta_ros.core.model_io import load_model
-    from pasta_ros.ros.recalibration import lineage_of
-
-    root = tmp_path / "models"
-    root.mkdir()
-    line_a = load_model(tiny_model)
-
-    def copy(name: str, **manifest_changes) -> Path:
-        shutil.copytree(tiny_model, root / name)
-        manifest = json.loads((root / name / "manifest.json").read_text())
-        manifest |= {"created": "2999-01-01T00:00:00+00:00"} | manifest_changes
-        (root / name / "manifest.json").write_text(json.dumps(manifest))
-        return root / name
-
-    other = copy("other_line", model_id="line-b-root")  # a root model: its own lineage
-    write_latest(root, "other_line")
-    assert lineage_of(load_model(other)) == "line-b-root" != lineage_of(line_a)
-    assert resolve_model(str(tiny_model), root)[0] == Path(tiny_model)
-    child = copy("child", model_id="line-a-child",
-                 stats=line_a.stats | {"lineage": line_a.model_id})
-    write_latest(root, "child")
-    assert resolve_model(str(tiny_model), root)[0] == child
-    assert resolve_model("", root)[0] == child  # no model_dir: the store's latest

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,8 +69,8 @@ def _progress(iterable, desc: str, quiet: bool):
 class CachedSet:
     """One image set's features on disk: names, ``(n_images, h, w)`` batch runs, rows."""
 
-    def __init__(self, channels: int) -> None:
-        self.cache = FeatureCache(channels)
+    def __init__(self, channels: int, directory: str | Path | None = None) -> None:
+        self.cache = FeatureCache(channels, directory)
         self.names: list[str] = []
         self.shapes: list[tuple[int, int, int]] = []
 
@@ -280,8 +281,10 @@ def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet 
 
 def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: ImageSource,
               empty: ImageSource | None, cfg: PastaConfig, *, weights_hash: str = "",
-              quiet: bool = False, progress: Progress | None = None) -> CalibratedModel:
+              quiet: bool = False, progress: Progress | None = None,
+              cache_dir: str | Path | None = None) -> CalibratedModel:
     """Run Phases 1-2 (and segmenter statistics); returns an unsaved CalibratedModel.
+    The feature caches are files in ``cache_dir`` (None: the system temp dir).
 
     ``progress(phase, images_done)`` is called as the work goes: phase "features" after each
     backbone batch (images_done counts all three sets), then "clustering", "split" and
@@ -301,15 +304,15 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
     c = extractor.channels
     sets: list[CachedSet] = []
     try:
-        base = CachedSet(c)
+        base = CachedSet(c, cache_dir)
         sets.append(base)
         base.fill(extractor, baseline, cfg.batch_size, "baseline", quiet, on_batch)
-        ref = CachedSet(c)
+        ref = CachedSet(c, cache_dir)
         sets.append(ref)
         ref.fill(extractor, reference, cfg.batch_size, "reference", quiet, on_batch)
         emp = None
         if empty is not None:
-            emp = CachedSet(c)
+            emp = CachedSet(c, cache_dir)
             sets.append(emp)
             emp.fill(extractor, empty, cfg.batch_size, "empty", quiet, on_batch)
         report("clustering")

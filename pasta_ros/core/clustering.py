@@ -25,6 +25,9 @@ def grid_to_rows(grid: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(rows.float(), dim=1)
 
 
+CACHE_PREFIX = "pasta_features_"
+
+
 class FeatureCache:
     """Append-only ``(N, C) float16`` feature rows in a temporary file.
 
@@ -33,8 +36,12 @@ class FeatureCache:
     multi-GB cache would make the peak grow with the number of images.
     """
 
-    def __init__(self, channels: int, directory: str | None = None) -> None:
-        fd, name = tempfile.mkstemp(prefix="pasta_features_", suffix=".f16", dir=directory)
+    def __init__(self, channels: int, directory: str | Path | None = None) -> None:
+        if directory is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        # the pid in the name lets ModelStore.clean_stale tell a crashed run's file from a live one
+        fd, name = tempfile.mkstemp(prefix=f"{CACHE_PREFIX}{os.getpid()}_", suffix=".f16",
+                                    dir=directory)
         self._file = os.fdopen(fd, "w+b")
         self.path = Path(name)
         self.channels = channels

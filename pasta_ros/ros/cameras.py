@@ -42,12 +42,14 @@ class CameraSpec:
     image_topic: str
     model_dir: str
     models_root: str
+    lineage: str
     camera_info_topic: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
 
     def node_parameters(self) -> dict[str, Any]:
         """The parameters this camera's node gets on top of the shared config file."""
         return {"model_dir": self.model_dir, "models_root": self.models_root,
+                "lineage": self.lineage,
                 "camera_info_topic": self.camera_info_topic, **self.parameters}
 
     def ros_arguments(self, config_file: str | Path) -> list[str]:
@@ -80,7 +82,7 @@ def _entry(raw: Any, i: int, path: Path, base: Path) -> CameraSpec:
     params = raw.get("parameters") or {}
     if not isinstance(params, dict):
         raise PastaError(f"{where}: parameters must be a mapping of parameter: value")
-    return CameraSpec(ns, str(raw["image_topic"]), str(raw["model_dir"]), str(base / lineage),
+    return CameraSpec(ns, str(raw["image_topic"]), str(raw["model_dir"]), str(base), lineage,
                       str(raw.get("camera_info_topic") or ""), dict(params))
 
 
@@ -97,7 +99,7 @@ def load_cameras(path: str | Path) -> list[CameraSpec]:
         raise PastaError(f"{path}: expected 'cameras:' with a list of at least one camera")
     base = Path(data.get("models_base") or path.resolve().parent / "models")
     cams = [_entry(raw, i, path, base) for i, raw in enumerate(data["cameras"])]
-    for attr in ("namespace", "models_root"):
+    for attr in ("namespace", "lineage"):
         values = [getattr(c, attr) for c in cams]
         dup = sorted({v for v in values if values.count(v) > 1})
         if dup:

@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -43,7 +44,7 @@ from pasta_ros.core.errors import USER_ERRORS
 from pasta_ros.core.icas.model import default_checkpoint
 from pasta_ros.core.icas.prompting import ICASPredictor
 from pasta_ros.core.icas.vote import IcasVote
-from pasta_ros.core.segmenters import build_segmenter
+from pasta_ros.core.model_store import ModelStore, lineage_name, resolve_model
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.ros import convert
 from pasta_ros.ros.camera_info import CameraInfoCache
@@ -51,11 +52,7 @@ from pasta_ros.ros.diagnostics import DiagnosticsPublisher, self_check_values, s
 from pasta_ros.ros.frames import Frame, LatestFrame
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
 from pasta_ros.ros.prompts import PromptRequest, apply_request, prompt_state
-from pasta_ros.ros.recalibration import (
-    Recalibrator,
-    default_models_root,
-    resolve_model,
-)
+from pasta_ros.ros.recalibration import Recalibrator, default_models_root
 from pasta_ros.ros.recalibration_interface import RecalibrationInterface
 
 
@@ -88,8 +85,13 @@ class PastaNodeMixin(RecalibrationInterface):
         """Load the newest good model and (when icas_mode is on) the iCAS checkpoint, so a bad
         one stops the start, never a frame. Raises the user errors."""
         s = self.settings
-        self.models_root = default_models_root(s.model_dir, s.models_root)
-        model_dir, why = resolve_model(s.model_dir, self.models_root)
+        self.store = ModelStore(default_models_root(s.model_dir, s.models_root),
+                                s.lineage or lineage_name(self.get_fully_qualified_name()))
+        self.cache_dir = Path(s.feature_cache_dir) if s.feature_cache_dir \
+            else self.store.cache_dir
+        for path in self.store.clean_stale(self.cache_dir):
+            self.get_logger().warning(f"removed {path}: left by a run that was killed")
+        model_dir, why = resolve_model(s.model_dir, self.store, s.follow_latest)
         self.pipeline = PastaPipeline.load(model_dir, s.config,
                                            explicit=s.explicit_fields())
         self.model_dir = model_dir
@@ -285,6 +287,7 @@ class PastaNodeMixin(RecalibrationInterface):
     def status(self) -> dict:
         return self.frames.snapshot() | self._self_checks() | {
             "model_id": self.pipeline.model.model_id, "model_dir": str(self.model_dir),
+            "lineage": self.store.lineage,
             "recalibrating": self.recalibrator.running,
             "icas_mode": self.settings.icas_mode, "vote": self.last_vote,
             **prompt_state(self.icas),
@@ -305,15 +308,11 @@ class PastaNodeMixin(RecalibrationInterface):
             new = apply_changes(self.settings, changes)
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        if RUNTIME_CONFIG & changes.keys() and self.pipeline is not None:
-            with self._swap:
-                old = self.pipeline
-                segmenter = build_segmenter(new.config.segmenter, old.model, new.config) \
-                    if "min_area" in changes else old.segmenter
-                self.pipeline = PastaPipeline(old.model, old.extractor, segmenter,
-                                              new.config.vote_threshold,
-                                              getattr(old, "cluster_map_fn", None))
-        self.settings = new
+        runtime = RUNTIME_CONFIG & changes.keys()
+        with self._swap:
+            if runtime and self.pipeline is not None:
+                self.pipeline = self.pipeline.with_runtime_config(new.config, runtime)
+            self.settings = new
         return SetParametersResult(successful=True)
 
     def close(self) -> None:

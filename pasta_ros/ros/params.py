@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pasta_ros.core.config import ConfigError, PastaConfig, field_specs
+from pasta_ros.core.errors import ModelError
+from pasta_ros.core.model_store import check_name
 from pasta_ros.core.options import Option, OptionError
 
 
@@ -33,11 +35,21 @@ class ParamSpec(Option):
 OUTPUTS = {"segmentation": 5, "anomaly_masks": 5, "overlay": 2, "camera_info": 5}
 
 NODE_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_dir", "", "calibrated model directory (`pasta calibrate --out`); '' = the "
-              "newest model under models_root. When models_root holds a newer model (a "
-              "recalibration), the newer one is loaded."),
-    ParamSpec("models_root", "", "folder where recalibrated models are saved, one sub-folder per "
-              "model id plus a 'latest' pointer file; '' = the parent folder of model_dir"),
+    ParamSpec("model_dir", "", "calibrated model directory (`pasta calibrate --out`) the node "
+              "starts with; '' = the latest model of this node's lineage under models_root. "
+              "An explicit model_dir wins over the lineage's latest unless follow_latest"),
+    ParamSpec("models_root", "", "model store: recalibrated and selected models are kept in "
+              "<models_root>/<lineage>/<model id>/ with a <lineage>/latest pointer; '' = the "
+              "parent folder of model_dir"),
+    ParamSpec("lineage", "", "this node's line in the model store (letters, digits, '.', '_', "
+              "'-'); '' = the node's fully qualified name with '/' as '.' (/line_a/pasta_node "
+              "-> line_a.pasta_node). A node never loads another lineage's models"),
+    ParamSpec("follow_latest", False, "start with the lineage's latest model (the last "
+              "recalibration or selection) even when model_dir is given; false = model_dir "
+              "wins, and a newer latest is only named in the log"),
+    ParamSpec("feature_cache_dir", "", "folder for the on-disk feature cache of a "
+              "recalibration (removed afterwards; leftovers of a crashed run are removed at "
+              "start); '' = <models_root>/<lineage>/.cache"),
     ParamSpec("image_topic", "image", "input image topic (relative names follow the namespace "
               "and remaps; the launch file remaps 'image')"),
     ParamSpec("input_type", "raw", "message type on image_topic: raw = sensor_msgs/Image, "
@@ -163,6 +175,11 @@ def settings_from_values(values: dict[str, Any]) -> NodeSettings:
     if not node["model_dir"] and not node["models_root"]:
         raise ConfigError("model_dir: give a calibrated model directory (or models_root holding "
                           "a recalibrated model)")
+    if node["lineage"]:
+        try:
+            check_name("lineage", node["lineage"])
+        except ModelError as exc:
+            raise ConfigError(str(exc)) from None
     return NodeSettings(config, node)
 
 

@@ -1,8 +1,8 @@
-"""Hot recalibration from bags and the on-disk model store (no rclpy in this module's logic).
+"""Hot recalibration from bags into the node's lineage of the model store (no rclpy in this
+module's logic; the store is :mod:`pasta_ros.core.model_store`).
 
-Store layout under ``models_root``: one folder per recalibrated model, named by its model id,
-and ``latest``, a one-line text file with the newest good model's folder name, replaced
-atomically (write temporary, fsync, rename) only after the new model was saved and loaded back.
+The new model is saved (temporary name, fsync, rename) and loaded back before anything is
+committed; committing is pointing the lineage's ``latest`` at it and swapping the pipeline.
 A restart therefore finds either the previous or the new model, never half of one.
 
 :class:`Recalibrator` runs one recalibration at a time in a background thread; a second request
@@ -23,92 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pasta_ros.core.config import PastaConfig
-from pasta_ros.core.errors import USER_ERRORS, ModelError, PastaError
-from pasta_ros.core.model_io import CalibratedModel, load_model
+from pasta_ros.core.errors import USER_ERRORS
+from pasta_ros.core.model_io import CalibratedModel
+from pasta_ros.core.model_store import ModelStore
 from pasta_ros.data.bags import BagError, read_bag_images
 from pasta_ros.pipeline import PastaPipeline
 
 log = logging.getLogger(__name__)
-LATEST = "latest"
-
-
-# --------------------------------------------------------------------------- model store
-
-
-def write_latest(models_root: Path, name: str) -> None:
-    """Point ``models_root/latest`` at ``name`` atomically (and durably)."""
-    tmp = models_root / f".{LATEST}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(name + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, models_root / LATEST)
-
-
-def read_latest(models_root: Path) -> Path | None:
-    """The model folder ``models_root/latest`` names, or None when there is no pointer."""
-    pointer = models_root / LATEST
-    if not pointer.is_file():
-        return None
-    name = pointer.read_text(encoding="utf-8").strip()
-    return models_root / name if name and "/" not in name and name not in (".", "..") else None
 
 
 def default_models_root(model_dir: str, models_root: str) -> Path:
     """``models_root``, or the parent folder of ``model_dir`` when it is ''."""
     return Path(models_root).expanduser() if models_root else \
         Path(model_dir).expanduser().resolve().parent
-
-
-def lineage_of(model: CalibratedModel) -> str:
-    """The lineage of a model: the id of the model its recalibrations started from (kept in
-    ``stats['lineage']``); a model calibrated from scratch starts its own."""
-    return str(model.stats.get("lineage") or model.model_id)
-
-
-def resolve_model(model_dir: str, models_root: Path) -> tuple[Path, str]:
-    """The newest good model: ``model_dir`` or the one ``models_root/latest`` names,
-    whichever was created later (both loaded and checked). Returns (folder, why).
-    A ``latest`` of another lineage than ``model_dir``'s model (another line's recalibration
-    in a shared models_root) is ignored with a warning.
-
-    Raises:
-        ModelError: neither loads; the message says why for each.
-    """
-    candidates: list[tuple[Path, str]] = []
-    if model_dir:
-        candidates.append((Path(model_dir).expanduser(), "model_dir"))
-    latest = read_latest(models_root)
-    if latest is not None:
-        candidates.append((latest, f"{models_root / LATEST}"))
-    elif (models_root / LATEST).exists():
-        log.warning("ignoring %s: it does not name a model folder", models_root / LATEST)
-    good: list[tuple[str, Path, str]] = []
-    problems = []
-    lineage = None  # model_dir's: a 'latest' of another lineage is another line's model
-    for path, source in candidates:
-        try:
-            model = load_model(path)
-            if source == "model_dir":
-                lineage = lineage_of(model)
-            elif lineage is not None and lineage_of(model) != lineage:
-                log.warning("ignoring %s: it names %s of lineage %s, not model_dir's lineage %s "
-                            "(another line's recalibration; give each line its own "
-                            "models_root)", models_root / LATEST, path.name, lineage_of(model),
-                            lineage)
-                continue
-            good.append((model.created, path, source))
-        except ModelError as exc:
-            problems.append(f"{source}: {exc}")
-            if source != "model_dir":
-                log.warning("the newest recalibrated model cannot be loaded (%s); falling back",
-                            exc)
-    if not good:
-        if not candidates:
-            problems.append(f"model_dir is '' and {models_root / LATEST} does not exist")
-        raise ModelError("no usable model: " + "; ".join(problems))
-    created, path, source = max(good, key=lambda g: g[0])
-    return path, f"newest good model (created {created}) from {source}"
 
 
 # --------------------------------------------------------------------------- one recalibration
@@ -166,26 +93,23 @@ def _check_bag(role: str, bag: str, topic: str, min_frames: int) -> int:
     return n
 
 
-class RecalibrationCancelled(PastaError):
-    """The caller cancelled (or the node is shutting down); nothing was committed."""
-
-
-# feedback(phase, images_done, images_total); may raise RecalibrationCancelled
+# feedback(phase, images_done, images_total)
 Feedback = Callable[[str, int, int], None]
 
 
-def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models_root: Path,
-                min_frames: int, feedback: Feedback | None = None) -> Outcome:
-    """Check the bags, calibrate, save under ``models_root/<model id>`` and load it back as a
-    pipeline. Commits nothing: the ``latest`` pointer and the swap are the caller's
-    (:meth:`Recalibrator.run`). Never touches the running pipeline.
+def calibrate_into_store(req: Request, cfg: PastaConfig, running: CalibratedModel,
+                         store: ModelStore, min_frames: int, feedback: Feedback | None = None,
+                         cache_dir: Path | None = None,
+                         on_saved: Callable[[Path], None] | None = None) -> Outcome:
+    """Check the bags, calibrate (feature cache files in ``cache_dir``, removed afterwards)
+    and save the model into ``store`` (``<lineage>/<model id>``; ``on_saved(folder)`` right
+    after). Commits nothing and builds no pipeline: that is :class:`Recalibrator`'s.
 
-    Returns an Outcome; user errors become ``success=False`` with the reason. A cancel raised
-    by ``feedback`` propagates (the saved folder, if any, is removed first).
+    Returns an Outcome (``model``, ``model_dir`` set on success); user errors (bad bag, bad
+    override, disk full) become ``success=False`` with the reason.
     """
     from pasta_ros.core.backbones import weights_fingerprint
     from pasta_ros.core.calibration import calibrate
-    from pasta_ros.core.model_io import save_model
     from pasta_ros.pipeline import build_extractor
     from pasta_ros.sources import bag_source
 
@@ -196,7 +120,6 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
         if feedback is not None:
             feedback(phase, done, total[0])
 
-    out: Path | None = None
     try:
         report("reading")
         ccfg = recalibration_config(cfg, running, req)
@@ -209,58 +132,91 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
         fingerprint = weights_fingerprint(ccfg.backbone, ccfg.weights)
         extractor = build_extractor(ccfg, weights_hash=fingerprint)
         model = calibrate(extractor, sources[0], sources[1], sources[2], ccfg,
-                          weights_hash=fingerprint,
-                          quiet=True, progress=report)
-        model.stats |= {"lineage": lineage_of(running), "parent_model_id": running.model_id}
+                          weights_hash=fingerprint, quiet=True, progress=report,
+                          cache_dir=cache_dir)
+        model.stats |= {"lineage": store.lineage, "parent_model_id": running.model_id}
         report("saving", total[0])
-        models_root.mkdir(parents=True, exist_ok=True)
-        out = save_model(model, models_root / model.model_id)
-        pipeline = PastaPipeline.load(out, ccfg, extractor=extractor)
-        if hasattr(extractor.backbone, "install"):  # exported graphs beside the new model
-            extractor.backbone.install(out / "engines")
-        report("swap", total[0])
-    except RecalibrationCancelled:
-        discard(out)
-        raise
+        out = store.save(model)
+        if on_saved is not None:
+            on_saved(out)
     except USER_ERRORS as exc:
-        discard(out)
-        return Outcome(False, f"recalibration failed: {exc}",
-                       seconds=time.perf_counter() - t0)
+        return Outcome(False, f"recalibration failed: {exc}", seconds=time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     s = model.stats
     message = (f"recalibrated in {seconds:.1f} s from {s['baseline_images']} baseline, "
                f"{s['reference_images']} reference and {s['empty_images']} empty frames: "
                f"model {model.model_id} ({int(model.anomaly.sum())} anomaly of {model.k} "
                f"clusters) saved to {out}")
-    return Outcome(True, message, model, out, pipeline, seconds, dict(s))
+    return Outcome(True, message, model, out, None, seconds, dict(s))
+
+
+def new_pipeline(model_dir: Path, model: CalibratedModel, cfg: PastaConfig,
+                 running: PastaPipeline) -> PastaPipeline:
+    """The pipeline for a recalibrated model on the running pipeline's backend: its feature
+    extractor is reused as it is (same backbone, input size and colour weight by
+    construction), so an ONNX Runtime / TensorRT node stays on it with no export; a fused
+    graph (centres inside) is exported for the new model into its ``engines/``."""
+    from pasta_ros.core.segmenters import build_segmenter
+
+    if running.cluster_map_fn is not None:
+        return PastaPipeline.load(model_dir, cfg)
+    return PastaPipeline(model, running.extractor, build_segmenter(cfg.segmenter, model, cfg),
+                         model.vote_threshold)
 
 
 def discard(model_dir: Path | None) -> None:
     """Remove a model folder that was saved but not committed (cancel, abandon, failure)."""
-    if model_dir is not None and model_dir.is_dir():
+    if model_dir is not None and Path(model_dir).is_dir():
         shutil.rmtree(model_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- worker process
+
+
+def _worker(conn, req: Request, cfg: PastaConfig, running: CalibratedModel, root: Path,
+            lineage: str, min_frames: int, cache_dir: Path | None) -> None:
+    """Body of the recalibration process: messages ("progress", phase, done, total),
+    ("saved", folder) and finally ("done", Outcome) on ``conn``."""
+    try:
+        os.nice(10)  # inference keeps the cores first
+    except OSError:
+        pass
+    try:
+        outcome = calibrate_into_store(
+            req, cfg, running, ModelStore(root, lineage), min_frames,
+            lambda phase, n, total: conn.send(("progress", phase, n, total)), cache_dir,
+            lambda folder: conn.send(("saved", folder)))
+    except Exception as exc:  # noqa: BLE001 - reported to the node, which stays up
+        log.exception("recalibration crashed")
+        outcome = Outcome(False, f"recalibration failed: internal error: {exc!r}")
+    conn.send(("done", outcome))
+    conn.close()
+
+
+def _end(proc) -> None:
+    """Stop the worker process: SIGTERM, then SIGKILL after 5 s."""
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(5.0)
+    if proc.is_alive():
+        proc.kill()
+    proc.join(5.0)
 
 
 # --------------------------------------------------------------------------- one at a time
 
 
-def _lower_priority(nice: int = 10) -> None:
-    """Lower this thread's CPU priority (Linux: threads are tasks; the threads it starts,
-    torch's OpenMP team included, inherit it) so inference keeps the cores first."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
-        pass
-
-
 class Recalibrator:
-    """Runs :func:`recalibrate` in a background thread, one at a time, and commits its result.
+    """Runs a recalibration in a worker process, one at a time, and commits its result.
 
+    The feature extraction and K-Means run in a separate, lower-priority process (spawned), so
+    they never hold the node's interpreter lock: inference goes on at its rate, and a worker
+    that crashes or runs out of memory costs the recalibration, not the node.
     ``run(...)`` blocks the caller (a service or action callback on an executor thread) until
-    the work is done, cancelled (``cancelled()`` turns true) or ``stop`` is set, while
-    inference goes on elsewhere. Committing (``latest`` pointer, then ``on_success`` to swap
-    the pipeline in) and giving up (cancel, shutdown) take one lock, so an answer of
-    "cancelled" or "abandoned" means nothing was committed, and "success" means it all was.
+    the work is done, cancelled (``cancelled()`` turns true) or ``stop`` is set. Everything,
+    the commit included (new pipeline built, ``latest`` pointer written, ``on_success``
+    swapping it in), happens in the calling thread after the last cancel check, so an answer
+    of "cancelled" or "abandoned" means nothing was committed and "success" means all was.
     """
 
     def __init__(self, stop: threading.Event) -> None:
@@ -271,53 +227,93 @@ class Recalibrator:
     def running(self) -> bool:
         return self._busy.locked()
 
-    def run(self, req: Request, cfg: PastaConfig, running: CalibratedModel, models_root: Path,
+    def run(self, req: Request, cfg: PastaConfig, running: PastaPipeline, store: ModelStore,
             min_frames: int, on_success: Callable[[Outcome], None], *,
-            feedback: Feedback | None = None,
+            feedback: Feedback | None = None, cache_dir: Path | None = None,
             cancelled: Callable[[], bool] = lambda: False) -> Outcome:
         if not self._busy.acquire(blocking=False):
             return Outcome(False, "refused: a recalibration is already running; call again "
                                   "when it has finished")
-        box: list[Outcome] = []
-        done = threading.Event()
-        commit = threading.Lock()
-        gave_up: list[str] = []  # set under ``commit``: the caller was answered without it
+        try:
+            return self._run(req, cfg, running, store, min_frames, on_success, feedback,
+                             cache_dir, cancelled)
+        finally:
+            self._busy.release()
 
-        def check(phase: str, n: int, total: int) -> None:
-            if gave_up or cancelled() or self.stop.is_set():
-                raise RecalibrationCancelled(f"cancelled during {phase}")
+    def _gave_up(self, cancelled: Callable[[], bool]) -> str | None:
+        if self.stop.is_set():
+            return "abandoned: the node is shutting down"
+        return "cancelled" if cancelled() else None
+
+    def _run(self, req, cfg, running, store, min_frames, on_success, feedback, cache_dir,
+             cancelled) -> Outcome:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # never fork a process with DDS threads
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker, name="pasta-recalibrate", daemon=True,
+                           args=(send, req, cfg, running.model, store.root, store.lineage,
+                                 min_frames, cache_dir))
+        proc.start()
+        send.close()
+        saved: list[Path] = []
+        outcome = None
+        try:
+            while outcome is None:
+                why = self._gave_up(cancelled)
+                if why:
+                    return Outcome(False, f"recalibration {why}: nothing committed",
+                                   cancelled=True)
+                if not receive.poll(0.1):
+                    if proc.is_alive():
+                        continue
+                    if not receive.poll():
+                        break
+                try:
+                    message = receive.recv()
+                except EOFError:
+                    break
+                if message[0] == "progress" and feedback is not None:
+                    feedback(*message[1:])
+                elif message[0] == "saved":
+                    saved.append(Path(message[1]))
+                elif message[0] == "done":
+                    outcome = message[1]
+        finally:
+            _end(proc)
+            receive.close()
+            if outcome is None or not outcome.success:
+                for folder in saved:
+                    discard(folder)
+            store.clean_stale(cache_dir)  # what the ended worker may have left
+        if outcome is None:
+            return Outcome(False, "recalibration failed: the worker process ended with exit "
+                                  f"code {proc.exitcode} before finishing (out of memory? see "
+                                  "the node's log); nothing committed")
+        if not outcome.success:
+            return outcome
+        return self._commit(outcome, req, cfg, running, store, on_success, feedback,
+                            cancelled)
+
+    def _commit(self, outcome, req, cfg, running, store, on_success, feedback,
+                cancelled) -> Outcome:
+        try:
             if feedback is not None:
-                feedback(phase, n, total)
-
-        def work() -> None:
-            try:
-                _lower_priority()
-                outcome = recalibrate(req, cfg, running, models_root, min_frames, check)
-                with commit:
-                    if outcome.success and (gave_up or cancelled() or self.stop.is_set()):
-                        discard(outcome.model_dir)
-                        outcome = Outcome(False, "recalibration cancelled: nothing committed")
-                    elif outcome.success:
-                        write_latest(models_root, outcome.model_dir.name)
-                        on_success(outcome)
-                box.append(outcome)
-            except RecalibrationCancelled as exc:
-                box.append(Outcome(False, f"recalibration {exc}: nothing committed"))
-            except Exception as exc:  # noqa: BLE001 - report, never kill the node
-                log.exception("recalibration crashed")
-                box.append(Outcome(False, f"recalibration failed: internal error: {exc!r}"))
-            finally:
-                self._busy.release()
-                done.set()
-
-        threading.Thread(target=work, name="pasta-recalibrate", daemon=True).start()
-        while not done.wait(0.1):
-            for why, now in (("abandoned: the node is shutting down", self.stop.is_set()),
-                             ("cancelled", cancelled())):
-                if now:
-                    with commit:
-                        if not done.is_set() and not box:
-                            gave_up.append(why)
-                            return Outcome(False, f"recalibration {why}: nothing committed",
-                                           cancelled=True)
-        return box[0]
+                total = sum(outcome.stats.get(f"{s}_images", 0)
+                            for s in ("baseline", "reference", "empty"))
+                feedback("swap", total, total)
+            outcome.pipeline = new_pipeline(outcome.model_dir, outcome.model,
+                                            recalibration_config(cfg, running.model, req),
+                                            running)
+            why = self._gave_up(cancelled)
+            if why:
+                discard(outcome.model_dir)
+                return Outcome(False, f"recalibration {why}: nothing committed",
+                               cancelled=True)
+            store.set_latest(outcome.model_dir.name)
+        except USER_ERRORS as exc:
+            discard(outcome.model_dir)
+            return Outcome(False, f"recalibration failed: the new model could not be "
+                                  f"prepared on the node's backend ({exc}); nothing committed")
+        on_success(outcome)
+        return outcome

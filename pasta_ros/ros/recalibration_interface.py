@@ -13,6 +13,7 @@ from rclpy.action import GoalResponse
 
 from pasta_msgs.action import Recalibrate as RecalibrateAction
 from pasta_msgs.msg import ClusterStats
+from pasta_ros.ros.params import RUNTIME_CONFIG
 from pasta_ros.ros.recalibration import Outcome, Request
 
 
@@ -34,9 +35,11 @@ class RecalibrationInterface:
         req = self._recalibration_request(msg)
         self.get_logger().info(f"recalibration requested: {req}")
         try:
-            outcome = self.recalibrator.run(req, s.config, self.pipeline.model,
-                                            self.models_root, s.min_recalibration_frames,
-                                            self._swap_in, **run_options)
+            outcome = self.recalibrator.run(req, s.config, self.pipeline,
+                                            self.store, s.min_recalibration_frames,
+                                            lambda o: self._swap_in(o, s),
+                                            cache_dir=self.cache_dir,
+                                            **run_options)
         except Exception as exc:  # noqa: BLE001 - always answer the caller
             outcome = Outcome(False, f"recalibration failed: internal error: {exc!r}")
         if outcome.success:  # (rclpy: one severity per logging call site)
@@ -96,9 +99,14 @@ class RecalibrationInterface:
             goal_handle.abort()
         return result
 
-    def _swap_in(self, outcome: Outcome) -> None:
+    def _swap_in(self, outcome: Outcome, at_start) -> None:
+        """Swap the new model in, keeping the run-time parameters in force now (a
+        ``vote_threshold`` or ``min_area`` set since ``at_start``, the settings when the
+        recalibration began, is not reverted)."""
         with self._swap:
-            self.pipeline = outcome.pipeline
+            start, now = at_start.config, self.settings.config
+            changed = {n for n in RUNTIME_CONFIG if getattr(start, n) != getattr(now, n)}
+            self.pipeline = outcome.pipeline.with_runtime_config(now, changed)
             self.model_dir = outcome.model_dir
 
 
