@@ -43,9 +43,10 @@ def calibrate_paths(cfg: PastaConfig, baseline: Path, reference: Path, empty: Pa
     """Calibrate on image folders or bags (``topic`` for bags), save the model to ``out`` with
     its report, and return a JSON-able summary (model id, anomaly/background clusters, stats)."""
     stats = ReadStats()
-    base_src = open_source(baseline, topic, stats=stats)
-    ref_src = open_source(reference, topic, stats=stats)
-    empty_src = open_source(empty, topic, stats=stats) if empty else None
+    limit = cfg.max_image_pixels
+    base_src = open_source(baseline, topic, stats=stats, max_pixels=limit)
+    ref_src = open_source(reference, topic, stats=stats, max_pixels=limit)
+    empty_src = open_source(empty, topic, stats=stats, max_pixels=limit) if empty else None
     fingerprint = weights_fingerprint(cfg.backbone, cfg.weights)
     extractor = build_extractor(cfg, cache_dir=Path(out) / "engines",  # graphs beside the model
                                 weights_hash=fingerprint)

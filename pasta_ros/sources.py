@@ -9,7 +9,13 @@ import numpy as np
 
 from pasta_ros.core.features import ImageSource
 from pasta_ros.data.bags import read_bag_images
-from pasta_ros.data.images import ImageReadError, ReadStats, iter_images, list_images
+from pasta_ros.data.images import (
+    MIN_IMAGE_SIDE,
+    ImageReadError,
+    ReadStats,
+    iter_images,
+    list_images,
+)
 
 
 def is_bag(path: str | Path) -> bool:
@@ -18,12 +24,15 @@ def is_bag(path: str | Path) -> bool:
     return (p.is_dir() and (p / "metadata.yaml").is_file()) or p.suffix in (".mcap", ".db3")
 
 
-def folder_source(folder: str | Path, stats: ReadStats | None = None) -> ImageSource:
-    """All images in a folder, sorted by name; unreadable ones are skipped and counted."""
+def folder_source(folder: str | Path, stats: ReadStats | None = None, *,
+                  max_pixels: int = 0) -> ImageSource:
+    """All images in a folder, sorted by name; unreadable ones, those of more than
+    ``max_pixels`` pixels (0 = no limit) and those too small to segment (a side under
+    :data:`~pasta_ros.data.images.MIN_IMAGE_SIDE`) are skipped and counted."""
     paths = list_images(folder)
 
     def images() -> Iterator[tuple[str, np.ndarray]]:
-        return iter_images(paths, stats=stats)
+        return iter_images(paths, stats=stats, max_pixels=max_pixels, min_side=MIN_IMAGE_SIDE)
     return images
 
 
@@ -38,7 +47,7 @@ def bag_source(bag: str | Path, topic: str, max_frames: int | None = None) -> Im
 
 
 def open_source(path: str | Path, topic: str | None = None, *,
-                stats: ReadStats | None = None) -> ImageSource:
+                stats: ReadStats | None = None, max_pixels: int = 0) -> ImageSource:
     """An image folder or, when ``path`` is a bag, its ``topic`` (required then)."""
     if is_bag(path):
         if not topic:
@@ -46,4 +55,4 @@ def open_source(path: str | Path, topic: str | None = None, *,
         return bag_source(path, topic)
     if not Path(path).exists():
         raise ImageReadError(f"{path} does not exist: expected an image folder or a ROS 2 bag")
-    return folder_source(path, stats)
+    return folder_source(path, stats, max_pixels=max_pixels)

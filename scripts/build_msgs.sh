@@ -21,7 +21,7 @@ done
 hash_now="$(cd "$SRC" && find . -type f \( -name '*.msg' -o -name '*.srv' -o -name '*.action' -o -name 'CMakeLists.txt' -o -name 'package.xml' \) | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)"
 stamp="$VENV/share/pasta_msgs/.source-hash"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$hash_now" ]] \
-   && "$PY" -c "from pasta_msgs.msg import InstanceArray; from pasta_msgs.srv import Recalibrate, SetPrompts; from pasta_msgs.action import Recalibrate as RecalibrateAction" 2>/dev/null; then
+   && "$PY" -c "from pasta_msgs.msg import InstanceArray; from pasta_msgs.srv import Recalibrate, SetPrompts, SelectModel; from pasta_msgs.action import Recalibrate as RecalibrateAction" 2>/dev/null; then
   echo "pasta_msgs is up to date in $VENV"
   exit 0
 fi

@@ -113,3 +113,34 @@ def test_what_a_killed_writer_left_is_cleaned_and_a_live_ones_is_kept(store, tin
     assert all(p.exists() for p in kept) and not any(p.exists() for p in leftovers)
     assert model_dir.is_dir()  # complete models are never touched
     assert json.loads((model_dir / "manifest.json").read_text())["model_id"] == model_dir.name
+
+
+def test_the_models_command_lists_shows_uses_and_rolls_back(tmp_path, tiny_model, capsys):
+    from pasta_ros.cli import main
+
+    root = tmp_path / "models"
+    store = ModelStore(root, "line_a")
+
+    def run(*argv) -> tuple[int, dict]:
+        code = main(["-q", "models", *argv])
+        out, err = capsys.readouterr()
+        return code, (json.loads(out) if code == 0 else {"error": err})
+
+    code, used = run("use", str(tiny_model), "--root", str(root), "--lineage", "line_a")
+    assert code == 0 and store.latest_id() == used["latest"] == load_model(tiny_model).model_id
+    child = store.save(_child(store, store.latest(), "2999-01-01T00:00:00+00:00", "b"))
+    assert run("use", child.name, "--root", str(root), "--lineage", "line_a")[0] == 0
+    code, listed = run("list", "--root", str(root))
+    assert code == 0 and list(listed["lineages"]) == ["line_a"]
+    assert [m["latest"] for m in listed["lineages"]["line_a"]] == [False, True]
+    code, shown = run("show", child.name, "--root", str(root), "--lineage", "line_a")
+    assert code == 0 and shown["parent_model_id"] == used["latest"]
+    assert run("rollback", "--root", str(root), "--lineage", "line_a")[1]["latest"] == \
+        used["latest"]
+    code, failed = run("rollback", "--root", str(root), "--lineage", "line_a")
+    assert code == 2 and "first of its line" in failed["error"]
+    code, failed = run("use", "nope", "--root", str(root), "--lineage", "line_a")
+    assert code == 2 and "no model 'nope'" in failed["error"]
+    code, failed = run("use", "x")
+    assert code == 2 and "give --root and --lineage" in failed["error"]
+    assert store.latest_id() == used["latest"]  # the refused calls changed nothing

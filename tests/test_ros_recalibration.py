@@ -312,3 +312,42 @@ def test_a_cancel_after_success_is_answered_and_changes_nothing(ros, bags, io, m
         assert current_model(io) == result.model_id
     finally:
         ac.destroy()
+
+
+def test_select_model_rolls_back_and_forth_and_refuses_what_cannot_run(ros, io, models_root,
+                                                                       tmp_path):
+    import shutil
+
+    from pasta_msgs.srv import SelectModel
+
+    store = lineage_dir(models_root)
+
+    def select(**fields):
+        return ros.client.call(SelectModel, f"{NS}/pasta/select_model",
+                               SelectModel.Request(**fields), 60.0)
+
+    running = current_model(io)
+    parent = json.loads((store / running / "manifest.json").read_text())["stats"][
+        "parent_model_id"]
+    res = select(rollback=True)
+    assert res.success, res.message
+    assert res.model_id == parent == current_model(io)
+    assert (store / "latest").read_text().strip() == parent
+    res = select(model_id=running)
+    assert res.success and current_model(io) == running
+    # another input size (manifest edited; the arrays checksum still holds): refused, and the
+    # outside folder is not copied into the lineage
+    other = tmp_path / "other"
+    shutil.copytree(store / running, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest |= {"input_size": [64, 64], "model_id": "other-size"}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    folders = sorted(p.name for p in store.iterdir())
+    for fields, expected in (({"model_dir": str(other)}, "has input size (64, 64)"),
+                             ({"model_id": "nope"}, "no model 'nope'"),
+                             ({}, "give model_id, model_dir or rollback")):
+        res = select(**fields)
+        assert not res.success and expected in res.message, res.message
+        assert res.model_id == running == current_model(io)
+    assert sorted(p.name for p in store.iterdir()) == folders
+    assert (store / "latest").read_text().strip() == running

@@ -136,7 +136,7 @@ def cmd_segment(args: argparse.Namespace) -> dict:
             raise PastaError("--bag needs --topic (the image topic to read)")
         source = bag_source(args.bag, args.topic)
     else:
-        source = folder_source(args.images, stats)
+        source = folder_source(args.images, stats, max_pixels=cfg.max_image_pixels)
     out = Path(args.out)
     summary, times = [], []
     for name, image in source():

@@ -104,6 +104,10 @@ class _SharedConfig:
     split_separation: float = _f(4.0, "instance_split: minimum Mahalanobis distance between "
                                       "the two sides' Lab colour models for a split",
                                  lo=0.0, hi=100.0)
+    max_image_pixels: int = _f(50_000_000, "largest image or camera frame in pixels (width x "
+                                           "height); a larger one is refused from its header "
+                                           "before it is decoded (skipped and counted); "
+                                           "0 = no limit", lo=0, hi=2**40)
 
     def validate(self) -> PastaConfig:
         """Check every field against its metadata; raise ConfigError naming the first bad one."""

@@ -25,6 +25,7 @@ from pasta_ros.core.segmenters.color_model import N_BINS
 FORMAT = "pasta-model/1"
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
+MIN_SIDE, MAX_SIDE = 16, 8192  # input sizes a model can have (pixels per side)
 
 
 @dataclass
@@ -149,6 +150,28 @@ def load_model(directory: str | Path) -> CalibratedModel:
     return _from_parts(manifest, arrays, d)
 
 
+def _check_values(model: CalibratedModel, d: Path) -> None:
+    """ModelError for values no calibration produces: non-finite arrays, an input size or
+    stride that cannot be, thresholds outside [0, 1], K < 2."""
+    for name in ("centers", "p_baseline", "p_reference", "color_log_odds", "p_empty"):
+        values = getattr(model, name)
+        if values is not None and not np.isfinite(values).all():
+            raise ModelError(f"{d}: array {name} holds NaN or infinite values; the model is "
+                             "corrupt: recalibrate")
+    w, h = model.input_size
+    if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE) or \
+            not 1 <= model.stride <= min(w, h):
+        raise ModelError(f"{d}: input size {w}x{h} with stride {model.stride} is impossible "
+                         f"(sides in [{MIN_SIDE}, {MAX_SIDE}]); the manifest is corrupt: "
+                         "recalibrate")
+    for name in ("ratio_threshold", "vote_threshold"):
+        if not 0.0 <= getattr(model, name) <= 1.0:
+            raise ModelError(f"{d}: {name} {getattr(model, name)} is outside [0, 1]; the "
+                             "manifest is corrupt: recalibrate")
+    if model.k < 2:
+        raise ModelError(f"{d}: a model needs at least 2 clusters, this one has {model.k}")
+
+
 def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
     try:
         k, c = int(m["clusters"]), int(m["channels"])
@@ -177,6 +200,7 @@ def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
                              f"expected {shape} for K={k}, C={c}")
     if model.anomaly.dtype != bool or model.background.dtype != bool:
         raise ModelError(f"{d}: anomaly/background arrays must be boolean")
+    _check_values(model, d)
     if np.flatnonzero(model.anomaly).tolist() != m.get("anomaly_clusters"):
         raise ModelError(f"{d}: anomaly clusters in the manifest and arrays disagree")
     return model

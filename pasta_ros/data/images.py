@@ -7,6 +7,7 @@ become RGB bytes.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -87,15 +88,57 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     )
 
 
-def read_image(path: str | Path) -> np.ndarray:
+class ImageTooLarge(ImageReadError):
+    """An image or frame over ``max_image_pixels``, refused before it is decoded."""
+
+
+MIN_IMAGE_SIDE = 16  # pixels: smaller images hold no segmentable object
+
+
+def check_image_size(width: int, height: int, max_pixels: int, what: str,
+                     min_side: int = MIN_IMAGE_SIDE) -> None:
+    """ImageReadError for a side under ``min_side``; ImageTooLarge when ``width * height``
+    exceeds ``max_pixels`` (0 = no limit)."""
+    if min(width, height) < min_side:
+        raise ImageReadError(f"{what} is {width}x{height}: under {min_side} pixels per side, "
+                             "too small to segment")
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLarge(f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, over "
+                            f"max_image_pixels = {max_pixels / 1e6:g} MP: downscale it or "
+                            "raise max_image_pixels")
+
+
+def check_encoded_pixels(raw: bytes | np.ndarray, max_pixels: int, what: str) -> None:
+    """Read the size from an encoded image's header (PNG, JPEG, ...; nothing is decoded) and
+    :func:`check_image_size` it. Formats whose header Pillow cannot read pass unchecked."""
+    if not max_pixels:
+        return
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(bytes(raw))) as im:
+            width, height = im.size
+    except Image.DecompressionBombError:  # Pillow's own limit, far above any sane frame
+        if max_pixels < 2 * (Image.MAX_IMAGE_PIXELS or 0):
+            raise ImageTooLarge(f"{what} has more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                                f"MP, over max_image_pixels = {max_pixels / 1e6:g} MP") from None
+        return
+    except Exception:  # noqa: BLE001 - not a header Pillow knows: OpenCV decides
+        return
+    check_image_size(width, height, max_pixels, what, min_side=0)
+
+
+def read_image(path: str | Path, max_pixels: int = 0, min_side: int = 0) -> np.ndarray:
     """Read an image file as ``(H, W, 3) uint8`` RGB.
 
     Decodes with OpenCV (``IMREAD_UNCHANGED``, so 16-bit and alpha are seen and handled by
-    :func:`to_rgb_uint8`; EXIF orientation is not applied).
+    :func:`to_rgb_uint8`; EXIF orientation is not applied). An image of more than
+    ``max_pixels`` pixels (0 = no limit) is refused from its header, before decoding; one
+    with a side under ``min_side`` after decoding.
 
     Raises:
-        ImageReadError: the file is missing, unreadable, corrupt or of an unsupported layout;
-            the message names the file.
+        ImageReadError: the file is missing, unreadable, corrupt, too large or of an
+            unsupported layout; the message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -105,6 +148,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ImageReadError(f"cannot read image file {path}: {exc}") from exc
+    check_encoded_pixels(raw, max_pixels, f"image {path}")
     img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
     if img is None:
         raise ImageReadError(
@@ -115,9 +159,11 @@ def read_image(path: str | Path) -> np.ndarray:
     elif img.ndim == 3 and img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     try:
-        return to_rgb_uint8(img)
+        rgb = to_rgb_uint8(img)
     except ImageReadError as exc:
         raise ImageReadError(f"{path}: {exc}") from exc
+    check_image_size(rgb.shape[1], rgb.shape[0], max_pixels, f"image {path}", min_side)
+    return rgb
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -164,16 +210,19 @@ def iter_images(
     *,
     stats: ReadStats | None = None,
     on_skip: Callable[[Path, str], None] | None = None,
+    max_pixels: int = 0,
+    min_side: int = 0,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(stem, (H, W, 3) uint8 RGB)`` for each readable file, in the given order.
 
-    Unreadable files are skipped with a logged warning, recorded in ``stats`` (when given)
-    and reported to ``on_skip(path, reason)`` (when given); they never stop the iteration.
+    Unreadable files, images over ``max_pixels`` (0 = no limit) and images with a side under
+    ``min_side`` are skipped with a logged warning, recorded in ``stats`` (when given) and
+    reported to ``on_skip(path, reason)`` (when given); they never stop the iteration.
     """
     for p in paths:
         p = Path(p)
         try:
-            img = read_image(p)
+            img = read_image(p, max_pixels, min_side)
         except ImageReadError as exc:
             log.warning("skipping unreadable image: %s", exc)
             if stats is not None:

@@ -8,9 +8,10 @@ A thin shell around :class:`~pasta_ros.pipeline.PastaPipeline`:
   ``pasta/segmentation`` (mono8 labels 0/1/2), ``pasta/anomaly_masks``
   (``pasta_msgs/InstanceArray``) and, optionally, ``pasta/overlay`` (rgb8), all with the input's
   header; frames that arrive while it is busy replace the waiting one (dropped and counted);
-- serves ``pasta/recalibrate`` (:mod:`pasta_ros.ros.recalibration`) and ``pasta/set_prompts``
-  (:mod:`pasta_ros.ros.prompts`: iCAS prompts, used as the anomaly vote when ``icas_mode`` is
-  ``replace`` or ``combine``), and publishes ``/diagnostics`` (:mod:`pasta_ros.ros.diagnostics`).
+- serves ``pasta/recalibrate`` (:mod:`pasta_ros.ros.recalibration`), ``pasta/select_model``
+  (:mod:`pasta_ros.ros.model_selection`) and ``pasta/set_prompts`` (:mod:`pasta_ros.ros.prompts`:
+  iCAS prompts, used as the anomaly vote when ``icas_mode`` is ``replace`` or ``combine``), and
+  publishes ``/diagnostics`` (:mod:`pasta_ros.ros.diagnostics`).
 
 Run: ``pasta_node --ros-args --params-file config/sorter.yaml -p model_dir:=MODEL``
 (or ``python -m pasta_ros.ros.node ...``). Bad parameters or an unusable model: one
@@ -38,25 +39,27 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from pasta_msgs.action import Recalibrate as RecalibrateAction
 from pasta_msgs.msg import InstanceArray
-from pasta_msgs.srv import Recalibrate, SetPrompts
+from pasta_msgs.srv import Recalibrate, SelectModel, SetPrompts
 from pasta_ros.core.config import ConfigError
 from pasta_ros.core.errors import USER_ERRORS
 from pasta_ros.core.icas.model import default_checkpoint
 from pasta_ros.core.icas.prompting import ICASPredictor
 from pasta_ros.core.icas.vote import IcasVote
 from pasta_ros.core.model_store import ModelStore, lineage_name, resolve_model
+from pasta_ros.data.images import check_encoded_pixels, check_image_size
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.ros import convert
 from pasta_ros.ros.camera_info import CameraInfoCache
 from pasta_ros.ros.diagnostics import DiagnosticsPublisher, self_check_values, status_name
 from pasta_ros.ros.frames import Frame, LatestFrame
+from pasta_ros.ros.model_selection import ModelSelectionInterface
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
 from pasta_ros.ros.prompts import PromptRequest, apply_request, prompt_state
 from pasta_ros.ros.recalibration import Recalibrator, default_models_root
 from pasta_ros.ros.recalibration_interface import RecalibrationInterface
 
 
-class PastaNodeMixin(RecalibrationInterface):
+class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
     """The node's behaviour, for a plain :class:`rclpy.node.Node` (:class:`PastaNode`) and a
     managed one (:class:`~pasta_ros.ros.lifecycle_node.ManagedPastaNode`). Life cycle:
     :meth:`init_pasta` (parameters), :meth:`configure` (model), :meth:`activate` (interfaces,
@@ -154,6 +157,9 @@ class PastaNodeMixin(RecalibrationInterface):
         self.srv_prompts = self.create_service(SetPrompts, "pasta/set_prompts",
                                                self._on_set_prompts,
                                                callback_group=ReentrantCallbackGroup())
+        self.srv_select = self.create_service(SelectModel, "pasta/select_model",
+                                              self._on_select_model,
+                                              callback_group=ReentrantCallbackGroup())
         self.diagnostics = DiagnosticsPublisher(self, status_name(self.get_fully_qualified_name()))
         self.timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         subs = [self.sub] + ([self.sub_info] if self.camera_info is not None else [])
@@ -161,7 +167,8 @@ class PastaNodeMixin(RecalibrationInterface):
         pubs += [self.pub_info] if self.camera_info is not None else []
         self._entities = ([(self.destroy_subscription, e) for e in subs]
                           + [(self.destroy_publisher, e) for e in pubs]
-                          + [(self.destroy_service, e) for e in (self.srv, self.srv_prompts)]
+                          + [(self.destroy_service, e) for e in (self.srv, self.srv_prompts,
+                                                                   self.srv_select)]
                           + [(self.destroy_timer, self.timer),
                              (lambda a: a.destroy(), self.action)])
         self.get_logger().info(f"listening on {self.sub.topic_name} ({msg_type.__name__}); "
@@ -179,9 +186,15 @@ class PastaNodeMixin(RecalibrationInterface):
     # ------------------------------------------------------------------ frames
     def _on_image(self, msg: Image | CompressedImage) -> None:
         t0 = time.perf_counter()
+        limit = self.settings.config.max_image_pixels
         try:
-            rgb = convert.compressed_to_rgb(msg) if isinstance(msg, CompressedImage) \
-                else convert.image_to_rgb(msg)
+            if isinstance(msg, CompressedImage):  # refused from the header, before decoding
+                check_encoded_pixels(msg.data, limit, "frame")
+                rgb = convert.compressed_to_rgb(msg)
+            else:
+                check_image_size(msg.width, msg.height, limit, "frame")
+                rgb = convert.image_to_rgb(msg)
+            check_image_size(rgb.shape[1], rgb.shape[0], limit, "frame")
         except Exception as exc:  # noqa: BLE001 - any bad frame is skipped, never fatal
             self.frames.bad_frame()
             self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=5.0)

@@ -18,7 +18,8 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,6 +227,17 @@ class Recalibrator:
     @property
     def running(self) -> bool:
         return self._busy.locked()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[bool]:
+        """Hold the one-at-a-time lock for other model changes (a selection); yields False,
+        holding nothing, while a recalibration runs."""
+        got = self._busy.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                self._busy.release()
 
     def run(self, req: Request, cfg: PastaConfig, running: PastaPipeline, store: ModelStore,
             min_frames: int, on_success: Callable[[Outcome], None], *,
