@@ -24,6 +24,7 @@ KEYS = {
     "llvmlite": "python3-numba",  # numba's compiler; comes with it
     "tqdm": "python3-tqdm",
     "matplotlib": "python3-matplotlib",
+    "pillow": "python3-pil",
     "pyyaml": "python3-yaml",
     "transformers": "python3-transformers-pip",
     "onnxruntime": "python3-onnxruntime-pip",

@@ -57,6 +57,8 @@ def _calibrate_parser(c: argparse.ArgumentParser) -> None:
     c.add_argument("--empty", type=Path, help="optional empty-scene folder or bag")
     c.add_argument("--topic", help="image topic when the sets are ROS 2 bags")
     c.add_argument("--out", type=Path, required=True, help="model directory to write")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --out (in "
+                   "one step, once the new model is complete)")
     add_config_args(c)
     c.set_defaults(func=cmd_calibrate)
 
@@ -67,7 +69,10 @@ def _segment_parser(g: argparse.ArgumentParser) -> None:
     src.add_argument("--images", type=Path)
     src.add_argument("--bag", type=Path)
     g.add_argument("--topic", help="image topic of --bag")
-    g.add_argument("--out", type=Path, required=True)
+    g.add_argument("--out", type=Path, required=True, help="results folder (labels/, "
+                   "overlays/, instances.json)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out (in "
+                   "one step, once every image is done)")
     add_config_args(g)
     g.set_defaults(func=cmd_segment)
 
@@ -114,17 +119,18 @@ def cmd_synth(args: argparse.Namespace) -> dict:
 
 def cmd_calibrate(args: argparse.Namespace) -> dict:
     from pasta_ros.calibration_job import calibrate_paths
+    from pasta_ros.data.outputs import fresh_output
+
     cfg, _ = config_from_args(args)
-    return calibrate_paths(cfg, args.baseline, args.reference, args.empty, args.out,
-                           topic=args.topic, quiet=args.quiet)
+    with fresh_output(args.out, overwrite=args.overwrite, what="a new model") as tmp:
+        summary = calibrate_paths(cfg, args.baseline, args.reference, args.empty, tmp,
+                                  topic=args.topic, quiet=args.quiet)
+    return summary | {"model": str(args.out)}
 
 
 def cmd_segment(args: argparse.Namespace) -> dict:
-    import cv2
-    import numpy as np
-
-    from pasta_ros.core.report import overlay_labels, write_rgb
     from pasta_ros.data.images import ReadStats
+    from pasta_ros.data.outputs import fresh_output
     from pasta_ros.pipeline import PastaPipeline
     from pasta_ros.sources import bag_source, folder_source
 
@@ -137,19 +143,34 @@ def cmd_segment(args: argparse.Namespace) -> dict:
         source = bag_source(args.bag, args.topic)
     else:
         source = folder_source(args.images, stats, max_pixels=cfg.max_image_pixels)
-    out = Path(args.out)
+    with fresh_output(args.out, overwrite=args.overwrite, what="segmentation results") as tmp:
+        summary, times = _segment_into(pipe, source, tmp)
+        if not summary:
+            where = args.bag or args.images
+            raise PastaError(f"no image could be segmented from {where} "
+                             f"({stats.summary() if not args.bag else 'no frames'}); "
+                             f"nothing was written to {args.out}")
+    return {"frames": len(summary), "skipped": stats.n_skipped, "out": str(args.out),
+            "ms_per_frame": round(sum(times) / len(times), 1)}
+
+
+def _segment_into(pipe, source, out: Path) -> tuple[list[dict], list[float]]:
+    """Segment every image of ``source`` into ``out`` (labels/, overlays/, instances.json)."""
+    import cv2
+
+    from pasta_ros.core.report import overlay_labels, write_rgb
+
     summary, times = [], []
+    (out / "labels").mkdir(parents=True, exist_ok=True)
     for name, image in source():
         r = pipe.process(image)
         times.append(r.timings["total"])
         write_rgb(out / "overlays" / f"{name}.png", overlay_labels(image, r.labels))
-        (out / "labels").mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out / "labels" / f"{name}.png"), r.labels)
         summary.append({"image": name, "model_id": r.model_id,
                         "instances": [i.to_json() for i in r.instances]})
     (out / "instances.json").write_text(json.dumps(summary, indent=1))
-    return {"frames": len(summary), "skipped": stats.n_skipped, "out": str(out),
-            "ms_per_frame": round(float(np.mean(times)), 1) if times else None}
+    return summary, times
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:

@@ -103,9 +103,9 @@ def check_image_size(width: int, height: int, max_pixels: int, what: str,
         raise ImageReadError(f"{what} is {width}x{height}: under {min_side} pixels per side, "
                              "too small to segment")
     if max_pixels and width * height > max_pixels:
-        raise ImageTooLarge(f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, over "
-                            f"max_image_pixels = {max_pixels / 1e6:g} MP: downscale it or "
-                            "raise max_image_pixels")
+        raise ImageTooLarge(f"{what} is {width}x{height} = {width * height:,} pixels, over "
+                            f"max_image_pixels = {max_pixels:,}: downscale it or raise "
+                            "max_image_pixels")
 
 
 def check_encoded_pixels(raw: bytes | np.ndarray, max_pixels: int, what: str) -> None:
@@ -120,8 +120,8 @@ def check_encoded_pixels(raw: bytes | np.ndarray, max_pixels: int, what: str) ->
             width, height = im.size
     except Image.DecompressionBombError:  # Pillow's own limit, far above any sane frame
         if max_pixels < 2 * (Image.MAX_IMAGE_PIXELS or 0):
-            raise ImageTooLarge(f"{what} has more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
-                                f"MP, over max_image_pixels = {max_pixels / 1e6:g} MP") from None
+            raise ImageTooLarge(f"{what} has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
+                                f"over max_image_pixels = {max_pixels:,}") from None
         return
     except Exception:  # noqa: BLE001 - not a header Pillow knows: OpenCV decides
         return

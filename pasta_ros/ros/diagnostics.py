@@ -13,7 +13,9 @@ arrive but are not processed, or on calibration self-checks; OK otherwise.
 Keys: rate_hz, input_age_s (seconds since the last input frame), latency_p50_ms,
 latency_p95_ms (receive -> publish in the node),
 overhead_p50_ms, overhead_p95_ms (the same without inference), frames_in, frames_processed,
-frames_dropped, frames_bad, frames_in_flight, model_id, model_dir, recalibrating.
+frames_dropped, frames_bad, frames_in_flight, frames_lost_dds (reported lost by the middleware
+before reaching the node), last_bad_frame (why the last bad frame was refused), model_id,
+model_dir, lineage, recalibrating.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ try:
 except ImportError:  # pragma: no cover - diagnostic_msgs ships with every ROS 2 install
     DiagnosticArray = None
 
+
 def status_name(node_name: str) -> str:
     """The DiagnosticStatus name of the node ``node_name`` (fully qualified): two cameras'
     nodes never collide."""
     return f"{node_name}: pasta"
+
 
 FALLBACK_TOPIC = "pasta/diagnostics_json"
 
@@ -48,8 +52,11 @@ def status_level(values: dict[str, Any], previous: dict[str, Any] | None,
                        "image topic; " + summary)
     if previous is not None:
         if values["frames_bad"] > previous["frames_bad"]:
-            return 1, f"skipped {values['frames_bad'] - previous['frames_bad']} bad frame(s); " \
-                      + summary
+            return 1, f"skipped {values['frames_bad'] - previous['frames_bad']} bad frame(s) " \
+                      f"(last: {values.get('last_bad_frame', '')}); " + summary
+        lost = values.get("frames_lost_dds", 0) - previous.get("frames_lost_dds", 0)
+        if lost > 0:
+            return 1, f"{lost} frame(s) lost in the middleware; " + summary
         if values["frames_in"] > previous["frames_in"] and \
                 values["frames_processed"] == previous["frames_processed"]:
             return 1, "frames arrive but none was processed in the last period; " + summary

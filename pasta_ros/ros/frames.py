@@ -37,6 +37,8 @@ class LatestFrame:
         self._cond = threading.Condition()
         self._slot: Frame | None = None
         self.frames_in = self.processed = self.dropped = self.bad = self.in_flight = 0
+        self.lost = 0  # lost inside the middleware before they reached the node
+        self.last_bad = ""  # why the last bad frame was bad
         self._latency: deque[float] = deque(maxlen=window)
         self._overhead: deque[float] = deque(maxlen=window)
         self._done: deque[float] = deque(maxlen=window)
@@ -57,12 +59,18 @@ class LatestFrame:
             self._cond.notify()
             return replaced
 
-    def bad_frame(self) -> None:
+    def bad_frame(self, reason: str = "") -> None:
         """Count a frame that could not be converted (it never enters the slot)."""
         with self._cond:
             self.frames_in += 1
             self._last_in = time.monotonic()
             self.bad += 1
+            self.last_bad = reason
+
+    def lost_in_middleware(self, n: int) -> None:
+        """Count ``n`` frames the middleware reports lost (never delivered to the node)."""
+        with self._cond:
+            self.lost += n
 
     def take(self, timeout: float) -> Frame | None:
         """The newest frame (emptying the slot), or None after ``timeout`` seconds."""
@@ -81,19 +89,21 @@ class LatestFrame:
             self._overhead.append(overhead_ms)
             self._done.append(time.monotonic())
 
-    def failed(self) -> None:
+    def failed(self, reason: str = "") -> None:
         """The frame taken last could not be processed: counted as bad."""
         with self._cond:
             self.bad += 1
             self.in_flight -= 1
+            self.last_bad = reason
 
-    def snapshot(self) -> dict[str, float | int]:
+    def snapshot(self) -> dict[str, float | int | str]:
         """Consistent counters and statistics: rate (Hz, over the last 5 s of published
         frames), latency and node overhead percentiles (ms, over the window)."""
         with self._cond:
             counts = {"frames_in": self.frames_in, "frames_processed": self.processed,
                       "frames_dropped": self.dropped, "frames_bad": self.bad,
-                      "frames_in_flight": self.in_flight}
+                      "frames_in_flight": self.in_flight, "frames_lost_dds": self.lost,
+                      "last_bad_frame": self.last_bad}
             latency, overhead = list(self._latency), list(self._overhead)
             done = list(self._done)
             last_in = self._last_in

@@ -31,6 +31,7 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -133,8 +134,7 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
         in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=s.qos_depth,
                             reliability=reliability)
         msg_type = CompressedImage if s.input_type == "compressed" else Image
-        self.sub = self.create_subscription(msg_type, s.image_topic, self._on_image, in_qos,
-                                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.sub = self._input_subscription(msg_type, in_qos)
         self.pub_labels = self._output(Image, "segmentation")
         self.pub_instances = self._output(InstanceArray, "anomaly_masks")
         self.pub_overlay = self._output(Image, "overlay")
@@ -174,6 +174,28 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
         self.get_logger().info(f"listening on {self.sub.topic_name} ({msg_type.__name__}); "
                                f"cv_bridge {'on' if convert.bridge_available() else 'off'}")
 
+    def _input_subscription(self, msg_type, qos: QoSProfile):
+        """The camera subscription, counting the frames the middleware reports lost (where it
+        reports them) in diagnostics (frames_lost_dds)."""
+        def lost(status) -> None:
+            self.frames.lost_in_middleware(status.total_count_change)
+            self.get_logger().warning(f"{status.total_count_change} camera frame(s) lost in "
+                                      f"the middleware ({status.total_count} in all); for "
+                                      "large frames on one machine use the shared-memory "
+                                      "transport (config/fastdds_shm.xml)",
+                                      throttle_duration_sec=5.0)
+
+        group = MutuallyExclusiveCallbackGroup()
+        try:
+            return self.create_subscription(
+                msg_type, self.settings.image_topic, self._on_image, qos, callback_group=group,
+                event_callbacks=SubscriptionEventCallbacks(message_lost=lost))
+        except UnsupportedEventTypeError:
+            self.get_logger().info("this middleware does not report lost messages: "
+                                   "frames_lost_dds stays 0")
+            return self.create_subscription(msg_type, self.settings.image_topic,
+                                            self._on_image, qos, callback_group=group)
+
     def _output(self, msg_type, name: str):
         """The ``pasta/<name>`` publisher with its ``<name>_qos_*`` parameters."""
         s = self.settings
@@ -196,7 +218,7 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
                 rgb = convert.image_to_rgb(msg)
             check_image_size(rgb.shape[1], rgb.shape[0], limit, "frame")
         except Exception as exc:  # noqa: BLE001 - any bad frame is skipped, never fatal
-            self.frames.bad_frame()
+            self.frames.bad_frame(str(exc))
             self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=5.0)
             return
         self.camera_frame_id = msg.header.frame_id
@@ -210,7 +232,7 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
             try:
                 self._process(frame)
             except Exception as exc:  # noqa: BLE001 - keep serving the next frames
-                self.frames.failed()
+                self.frames.failed(f"processing failed: {exc!r}")
                 self.get_logger().error(f"frame failed: {exc!r}", throttle_duration_sec=5.0)
 
     def _process(self, frame: Frame) -> None:
