@@ -29,6 +29,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "backends": Benchmark("backends", "bench_backends",
                           "torch vs ONNX Runtime (vs TensorRT on a GPU) per exported graph"),
     "ros": Benchmark("ros", "bench_ros", "the node over DDS: rate, latency, losses"),
+    "soak": Benchmark("soak", "bench_soak", "the node under a steady camera for --frames "
+                      "frames: RSS every --sample-s s, counters that add up"),
     "icas": Benchmark("icas", "bench_icas", "iCAS quality on held-out textures, decoder latency"),
 }
 

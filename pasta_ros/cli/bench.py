@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from pasta_ros.bench import BENCHMARKS, run_benchmark
-from pasta_ros.cli.args import parse_ints
+from pasta_ros.cli.args import parse_ints, parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--ort-precision", help="frame: fp32 | int8 for the default path")
     b.add_argument("--threads", type=int, help="threads for torch/ORT/numba/OpenCV (0 = all)")
     b.add_argument("--repeats", type=int, default=50)
+    b.add_argument("--frames", type=int, default=10_000, help="soak: frames to send")
+    b.add_argument("--rate", type=float, default=10.0, help="soak: camera rate in Hz")
+    b.add_argument("--size", type=parse_size, default=(1280, 720), help="soak: frame WxH")
+    b.add_argument("--transport", choices=("shm", "default"), default="shm",
+                   help="soak: DDS transport (config/fastdds_shm.xml or Fast DDS defaults)")
+    b.add_argument("--sample-s", type=float, default=10.0, help="soak: seconds between "
+                                                                "RSS samples")
+    b.add_argument("--warmup", type=float, default=0.1, help="soak: share of the run before "
+                                                             "RSS growth is measured")
     b.add_argument("--json", type=Path)
     b.set_defaults(func=cmd_bench)
 

@@ -55,6 +55,48 @@ def ros_env(domain_id: int, base: dict[str, str] | None = None) -> dict[str, str
     return env
 
 
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIXES = ("fastrtps_", "fastdds_")  # segments and their lock files; not semaphores
+
+
+def _shm_in_use() -> set[str]:
+    """Paths under /dev/shm that a live process has open or mapped (readable /proc only)."""
+    used: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith(str(SHM_DIR)):
+                    used.add(target.removesuffix(" (deleted)"))
+            for line in (proc / "maps").read_text().splitlines():
+                if str(SHM_DIR) in line:
+                    used.add(line[line.index(str(SHM_DIR)):].removesuffix(" (deleted)"))
+        except OSError:  # the process ended meanwhile, or is not ours to read
+            continue
+    return used
+
+
+def clean_stale_shm() -> list[Path]:
+    """Remove Fast DDS shared-memory files in /dev/shm that no live process holds: what a
+    killed (kill -9) ROS process leaves, and what makes the next run lose every frame on the
+    default transports. Only this user's files are touched. Returns what was removed."""
+    if not SHM_DIR.is_dir():
+        return []
+    used, uid, removed = _shm_in_use(), os.getuid(), []
+    for path in SHM_DIR.iterdir():
+        try:
+            if not path.name.startswith(SHM_PREFIXES) or str(path) in used or \
+                    path.stat().st_uid != uid:
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
 def use_ros_env(domain_id: int) -> None:
     """Apply :func:`ros_env` to this process (before its first rclpy.init)."""
     os.environ.update(ros_env(domain_id))

@@ -174,10 +174,22 @@ def discard(model_dir: Path | None) -> None:
 # --------------------------------------------------------------------------- worker process
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this process at once when the node that started it is gone (a kill -9 of the node
+    must not leave a recalibration running on its own)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="pasta-recalibrate-watchdog", daemon=True).start()
+
+
 def _worker(conn, req: Request, cfg: PastaConfig, running: CalibratedModel, root: Path,
-            lineage: str, min_frames: int, cache_dir: Path | None) -> None:
+            lineage: str, min_frames: int, cache_dir: Path | None, parent: int) -> None:
     """Body of the recalibration process: messages ("progress", phase, done, total),
     ("saved", folder) and finally ("done", Outcome) on ``conn``."""
+    _exit_with_parent(parent)
     try:
         os.nice(10)  # inference keeps the cores first
     except OSError:
@@ -265,7 +277,7 @@ class Recalibrator:
         receive, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_worker, name="pasta-recalibrate", daemon=True,
                            args=(send, req, cfg, running.model, store.root, store.lineage,
-                                 min_frames, cache_dir))
+                                 min_frames, cache_dir, os.getpid()))
         proc.start()
         send.close()
         saved: list[Path] = []
