@@ -7,7 +7,7 @@ Every argument has a description (`ros2 launch pasta_ros sorter.launch.py --show
 tests read this file (ast) and start pasta_node with exactly the --ros-args it passes.
 """
 
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -35,6 +35,18 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "namespace", default_value="",
             description="namespace of the node and its topics/service (one per camera)"),
+        DeclareLaunchArgument(
+            "dds_profile",
+            default_value=PathJoinSubstitution([FindPackageShare("pasta_ros"), "config",
+                                                "fastdds_shm.xml"]),
+            description="Fast DDS profile of the node: the shipped one moves large frames "
+                        "over shared memory (the default transports lost them between "
+                        "processes, see BENCHMARKS.md); give the camera driver and planner "
+                        "the same file. '' = the middleware's defaults"),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE",  # Fast DDS 2.x (Jazzy)
+                               LaunchConfiguration("dds_profile")),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",  # Fast DDS 3.x
+                               LaunchConfiguration("dds_profile")),
         Node(
             package="pasta_ros",
             executable="pasta_node",

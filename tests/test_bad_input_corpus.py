@@ -215,8 +215,8 @@ _stamps = itertools.count(3_000_000)
 
 @pytest.fixture(scope="module")
 def node_io(tiny_model, tmp_path_factory):
-    """Two nodes with max_image_pixels 40000 (frames here are 224x128 = 28672), one on raw and one on compressed frames; this
-    module's client, a camera for each, their outputs."""
+    """Two nodes with max_image_pixels 40000 (frames here are 224x128 = 28672), one on raw
+    and one on compressed frames; this module's client, a camera for each, their outputs."""
     import contextlib
 
     require_ros()
@@ -289,7 +289,8 @@ NODE_CASES = {
     "compressed garbage": (lambda: _compressed(b"garbage"), "cannot be decoded"),
     "compressed empty": (lambda: _compressed(b""), "cannot be decoded"),
     "compressed 20000x20000 header": (lambda: _compressed(png_header_only(20000, 20000)),
-                                      "frame has more than 178,956,970 pixels, over max_image_pixels"),
+                                      "frame has more than 178,956,970 pixels, over "
+                                      "max_image_pixels"),
     "compressed 400x300 header": (lambda: _compressed(png_header_only(400, 300)),
                                   "frame is 400x300 = 120,000 pixels, over max_image_pixels"),
 }

@@ -18,7 +18,11 @@ require_ros()
 from sensor_msgs.msg import Image  # noqa: E402
 
 from pasta_ros.data.synth import render_scene  # noqa: E402
-from pasta_ros.testing.launch_args import node_command, read_launch_file  # noqa: E402
+from pasta_ros.testing.launch_args import (  # noqa: E402
+    launch_environment,
+    node_command,
+    read_launch_file,
+)
 from pasta_ros.testing.ros_session import (  # noqa: E402
     Outputs,
     RosSession,
@@ -34,12 +38,18 @@ LAUNCH = ROOT / "launch" / "sorter.launch.py"
 
 def test_every_launch_argument_is_declared_with_a_description():
     spec = read_launch_file(LAUNCH)
-    assert set(spec.arguments) == {"config", "image_topic", "model_dir", "namespace"}
+    assert set(spec.arguments) == {"config", "image_topic", "model_dir", "namespace",
+                                   "dds_profile"}
     assert all(len(d) > 20 for d in spec.descriptions.values()), spec.descriptions
     executable, args = node_command(LAUNCH, {}, ROOT, "/tmp")
     assert executable == "pasta_node"
     assert args[args.index("--params-file") + 1] == str(ROOT / "config" / "sorter.yaml")
     assert "image:=/camera/image_raw" in args
+    env = launch_environment(LAUNCH, {}, ROOT)  # the shared-memory profile by default
+    profile = ROOT / "config" / "fastdds_shm.xml"
+    assert env == {"FASTRTPS_DEFAULT_PROFILES_FILE": str(profile),
+                   "FASTDDS_DEFAULT_PROFILES_FILE": str(profile)} and profile.is_file()
+    assert set(launch_environment(LAUNCH, {"dds_profile": ""}, ROOT).values()) == {""}
 
 
 def test_the_launch_files_arguments_start_the_node(tiny_model, tmp_path):
@@ -47,7 +57,8 @@ def test_the_launch_files_arguments_start_the_node(tiny_model, tmp_path):
     executable, ros_args = node_command(LAUNCH, {"model_dir": str(tiny_model), "namespace": ns},
                                         share=ROOT, params_dir=tmp_path)
     assert executable == "pasta_node"
-    session = RosSession("pasta_test_launch_client")
+    # this process joins with the same profile, as a camera driver of the cell would
+    session = RosSession("pasta_test_launch_client", launch_environment(LAUNCH, {}, ROOT))
     try:
         with running_node(session, ros_args, tmp_path / "node.log", namespace=f"/{ns}") as proc:
             name = f"/{ns}/pasta_node"

@@ -25,6 +25,7 @@ class LaunchSpec:
     arguments: dict[str, str | None]
     descriptions: dict[str, str]
     node: dict[str, ast.expr]
+    environment: dict[str, ast.expr]  # SetEnvironmentVariable(name, value) actions
 
 
 def _call_name(node: ast.AST) -> str | None:
@@ -41,8 +42,11 @@ def read_launch_file(path: str | Path) -> LaunchSpec:
     args: dict[str, str | None] = {}
     descriptions: dict[str, str] = {}
     node: dict[str, ast.expr] | None = None
+    environment: dict[str, ast.expr] = {}
     for call in ast.walk(tree):
         name = _call_name(call)
+        if name == "SetEnvironmentVariable":
+            environment[ast.literal_eval(call.args[0])] = call.args[1]
         if name == "DeclareLaunchArgument":
             arg = ast.literal_eval(call.args[0])
             kw = {k.arg: k.value for k in call.keywords}
@@ -53,7 +57,7 @@ def read_launch_file(path: str | Path) -> LaunchSpec:
             node = {k.arg: k.value for k in call.keywords}
     if node is None:
         raise ValueError(f"{path}: no launch_ros Node(...) found")
-    return LaunchSpec(args, descriptions, node)  # defaults still ast; resolved below
+    return LaunchSpec(args, descriptions, node, environment)  # still ast; resolved below
 
 
 def _value(expr: ast.expr, values: dict[str, str], share: Path) -> str:
@@ -77,15 +81,8 @@ def _typed(text: str):
     return "" if value is None else value
 
 
-def node_command(path: str | Path, overrides: dict[str, str], share: str | Path,
-                 params_dir: str | Path) -> tuple[str, list[str]]:
-    """(executable, ros_args) for ``ros2 launch`` of ``path`` with ``overrides`` (name:=value).
-
-    ``share`` stands for ``FindPackageShare(package)``: the installed share folder, which has
-    the same layout as the repository (config/, launch/). The dict parameters are written to
-    ``params_dir/launch_params_<i>.yaml``.
-    """
-    spec = read_launch_file(path)
+def _argument_values(spec: LaunchSpec, path: str | Path, overrides: dict[str, str],
+                     share: str | Path) -> dict[str, str]:
     unknown = set(overrides) - set(spec.arguments)
     if unknown:
         raise ValueError(f"not launch arguments of {path}: {', '.join(sorted(unknown))}")
@@ -97,6 +94,28 @@ def node_command(path: str | Path, overrides: dict[str, str], share: str | Path,
             raise ValueError(f"launch argument {arg} has no default: give it")
         else:
             values[arg] = _value(default, values, Path(share))
+    return values
+
+
+def launch_environment(path: str | Path, overrides: dict[str, str],
+                       share: str | Path) -> dict[str, str]:
+    """The environment variables the launch file sets for the node (SetEnvironmentVariable),
+    with ``overrides`` (name:=value) applied to its arguments."""
+    spec = read_launch_file(path)
+    values = _argument_values(spec, path, overrides, share)
+    return {k: _value(v, values, Path(share)) for k, v in spec.environment.items()}
+
+
+def node_command(path: str | Path, overrides: dict[str, str], share: str | Path,
+                 params_dir: str | Path) -> tuple[str, list[str]]:
+    """(executable, ros_args) for ``ros2 launch`` of ``path`` with ``overrides`` (name:=value).
+
+    ``share`` stands for ``FindPackageShare(package)``: the installed share folder, which has
+    the same layout as the repository (config/, launch/). The dict parameters are written to
+    ``params_dir/launch_params_<i>.yaml``. The environment it sets: :func:`launch_environment`.
+    """
+    spec = read_launch_file(path)
+    values = _argument_values(spec, path, overrides, share)
     n = spec.node
     executable = ast.literal_eval(n["executable"])
     ros_args: list[str] = []
