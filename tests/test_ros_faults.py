@@ -121,3 +121,29 @@ def test_stale_shared_memory_is_removed_and_live_segments_are_kept(ros):
     removed = clean_stale_shm()
     assert stale in removed and not stale.exists()
     assert all(Path(p).exists() for p in mine)  # the live client's segments are kept
+
+
+def test_a_write_failure_fails_the_recalibration_and_commits_nothing(tiny_model, fault_bags,
+                                                                     tmp_path):
+    """An injected write failure (the lineage's folder is taken by a file, as a full or
+    read-only disk refuses writes): the worker's OSError becomes the answer; nothing commits."""
+    from pasta_ros.core.config import PastaConfig
+    from pasta_ros.core.model_store import ModelStore
+    from pasta_ros.pipeline import PastaPipeline
+    from pasta_ros.ros.recalibration import Recalibrator, Request
+
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / LINEAGE).write_text("not a folder")
+    store = ModelStore(root, LINEAGE)
+    cfg = PastaConfig(clusters=4, backend="torch")
+    running = PastaPipeline.load(tiny_model, cfg)
+    (tmp_path / "cache").mkdir()
+    swapped: list = []
+    outcome = Recalibrator(threading.Event()).run(
+        Request(str(fault_bags["baseline"]), str(fault_bags["reference"]), "", TOPIC), cfg,
+        running, store, 4, swapped.append, cache_dir=tmp_path / "cache")
+    assert not outcome.success and outcome.message.startswith("recalibration failed: ")
+    assert "Errno" in outcome.message and not swapped
+    assert (root / LINEAGE).read_text() == "not a folder"
+    assert not list((tmp_path / "cache").glob("*"))  # the feature caches were removed
