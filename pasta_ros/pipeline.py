@@ -177,6 +177,19 @@ class PastaPipeline:
         return cls(model, extractor, build_segmenter(cfg.segmenter, model, cfg), vote,
                    cluster_map_fn)
 
+    @property
+    def backend(self) -> str:
+        """The backend frames run on, in words: ``torch``, ``onnxruntime fp32``,
+        ``onnxruntime int8``, ``tensorrt fp16``, with `` (fused graph)`` for the fused graph."""
+        runtime = self.cluster_map_fn if self.cluster_map_fn is not None \
+            else self.extractor.backbone
+        opts = getattr(runtime, "opts", None)
+        if opts is None:
+            return "torch"
+        precision = opts.ort_precision if opts.backend == "onnxruntime" else opts.precision
+        fused = " (fused graph)" if self.cluster_map_fn is not None else ""
+        return f"{opts.backend} {precision}{fused}"
+
     def with_runtime_config(self, cfg: PastaConfig, changed: set[str]) -> PastaPipeline:
         """This pipeline (same model and backend) with the run-time settings of ``cfg`` named
         in ``changed``: ``vote_threshold`` and ``min_area`` (a new segmenter)."""

@@ -15,7 +15,7 @@ latency_p95_ms (receive -> publish in the node),
 overhead_p50_ms, overhead_p95_ms (the same without inference), frames_in, frames_processed,
 frames_dropped, frames_bad, frames_in_flight, frames_lost_dds (reported lost by the middleware
 before reaching the node), last_bad_frame (why the last bad frame was refused), model_id,
-model_dir, lineage, recalibrating.
+model_dir, lineage, backend (what frames run on, e.g. onnxruntime fp32), recalibrating.
 """
 
 from __future__ import annotations

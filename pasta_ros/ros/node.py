@@ -322,7 +322,7 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
     def status(self) -> dict:
         return self.frames.snapshot() | self._self_checks() | {
             "model_id": self.pipeline.model.model_id, "model_dir": str(self.model_dir),
-            "lineage": self.store.lineage,
+            "lineage": self.store.lineage, "backend": self.pipeline.backend,
             "recalibrating": self.recalibrator.running,
             "icas_mode": self.settings.icas_mode, "vote": self.last_vote,
             **prompt_state(self.icas),
