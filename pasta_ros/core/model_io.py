@@ -25,6 +25,7 @@ from pasta_ros.core.segmenters.color_model import N_BINS
 FORMAT = "pasta-model/1"
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
+METHOD_PREFIX = "method/"
 
 
 @dataclass
@@ -51,6 +52,11 @@ class CalibratedModel:
     stats: dict = field(default_factory=dict)
     model_id: str = ""
     created: str = ""
+    # the calibration method (a METHODS key) and what it adds: JSON-able settings and arrays
+    # (stored as ``method/<name>`` in arrays.npz); empty for "pasta"
+    method: str = "pasta"
+    method_params: dict = field(default_factory=dict)
+    method_arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -67,9 +73,12 @@ class CalibratedModel:
     def finalize(self) -> CalibratedModel:
         """Stamp the creation time and a content-derived model id."""
         self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        digest = hashlib.sha256(self.centers.tobytes() + self.anomaly.tobytes()
+        extra = b"".join(v.tobytes() for v in self.method_arrays.values())
+        digest = hashlib.sha256(self.centers.tobytes() + self.anomaly.tobytes() + extra
                                 + self.created.encode()).hexdigest()[:10]
-        self.model_id = f"{self.backbone.replace(':', '-')}-k{self.k}-s{self.seed}-{digest}"
+        prefix = "" if self.method == "pasta" else f"{self.method}-"
+        self.model_id = (f"{prefix}{self.backbone.replace(':', '-')}-k{self.k}-s{self.seed}-"
+                         f"{digest}")
         return self
 
 
@@ -81,6 +90,7 @@ def _arrays(model: CalibratedModel) -> dict[str, np.ndarray]:
               "color_log_odds": model.color_log_odds.astype(np.float32)}
     if model.p_empty is not None:
         arrays["p_empty"] = model.p_empty.astype(np.float64)
+    arrays |= {METHOD_PREFIX + k: v for k, v in model.method_arrays.items()}
     return arrays
 
 
@@ -104,6 +114,7 @@ def save_model(model: CalibratedModel, directory: str | Path) -> Path:
     blob = buf.getvalue()
     manifest = {
         "format": FORMAT, "model_id": model.model_id, "created": model.created,
+        "method": model.method, "method_params": model.method_params,
         "backbone": model.backbone, "weights_hash": model.weights_hash,
         "input_size": list(model.input_size), "stride": model.stride,
         "clusters": model.k, "channels": model.channels, "seed": model.seed,
@@ -161,12 +172,20 @@ def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
             vote_threshold=float(m["vote_threshold"]), seed=int(m["seed"]),
             background_source=m["background_source"], p_empty=a.get("p_empty"),
             color_weight=float(m.get("color_weight", 0.0)),
-            stats=m.get("stats", {}), model_id=m["model_id"], created=m["created"])
+            stats=m.get("stats", {}), model_id=m["model_id"], created=m["created"],
+            method=str(m.get("method", "pasta")), method_params=dict(m.get("method_params", {})),
+            method_arrays={k[len(METHOD_PREFIX):]: v for k, v in a.items()
+                           if k.startswith(METHOD_PREFIX)})
     except KeyError as exc:
         raise ModelError(f"{d}: the model lacks {exc}; recalibrate") from None
     except (TypeError, ValueError, IndexError) as exc:
         raise ModelError(f"{d}: the manifest has a malformed field ({exc}); "
                          "recalibrate") from None
+    from pasta_ros.core.methods import METHODS
+
+    if model.method not in METHODS:
+        raise ModelError(f"{d}: calibrated with method {model.method!r}, which this pasta_ros "
+                         f"does not have (available: {', '.join(METHODS)}); recalibrate")
     expected = {"centers": (k, c), "p_baseline": (k,), "p_reference": (k,), "anomaly": (k,),
                 "background": (k,), "color_log_odds": (N_BINS,)}
     if model.p_empty is not None:
