@@ -22,6 +22,7 @@ from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.errors import ModelError
 from pasta_ros.core.features import FeatureExtractor, resolve_device
 from pasta_ros.core.fusion import Instance, fuse, upsample_nearest
+from pasta_ros.core.methods import METHODS
 from pasta_ros.core.model_io import CalibratedModel, load_model
 from pasta_ros.core.preprocess import network_size
 from pasta_ros.core.segmenters import Segmenter, build_segmenter
@@ -62,7 +63,12 @@ class FrameResult:
 
 
 def check_model_matches(model: CalibratedModel, cfg: PastaConfig, explicit: set[str]) -> None:
-    """Raise ModelError when settings the user gave explicitly contradict the model."""
+    """Raise ModelError when the model's method is unknown here or settings the user gave
+    explicitly contradict the model."""
+    if model.method not in METHODS:
+        raise ModelError(f"the model was calibrated with method {model.method!r}, which this "
+                         f"pasta_ros does not have (available: {', '.join(METHODS)}); "
+                         "recalibrate")
     if "backbone" in explicit and cfg.backbone != model.backbone:
         raise ModelError(f"the model was calibrated with backbone {model.backbone!r} but "
                          f"{cfg.backbone!r} was requested; recalibrate or drop the option")

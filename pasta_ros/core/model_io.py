@@ -181,11 +181,6 @@ def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
     except (TypeError, ValueError, IndexError) as exc:
         raise ModelError(f"{d}: the manifest has a malformed field ({exc}); "
                          "recalibrate") from None
-    from pasta_ros.core.methods import METHODS
-
-    if model.method not in METHODS:
-        raise ModelError(f"{d}: calibrated with method {model.method!r}, which this pasta_ros "
-                         f"does not have (available: {', '.join(METHODS)}); recalibrate")
     expected = {"centers": (k, c), "p_baseline": (k,), "p_reference": (k,), "anomaly": (k,),
                 "background": (k,), "color_log_odds": (N_BINS,)}
     if model.p_empty is not None:
