@@ -1,7 +1,7 @@
 """`pasta`: label-free anomaly and target segmentation for robotic sorting (PASTA, iCAS).
 
-Commands: synth, calibrate, segment, evaluate, report, bench, export, config, icas, and the ROS clients
-recalibrate, prompts, echo, play.
+Commands: synth, calibrate, segment, evaluate, report, bench, export, config, icas, and the ROS
+clients recalibrate, prompts, echo, play.
 
 Each module of :data:`COMMANDS` adds its sub-command(s) with ``register(subparsers)`` and sets
 ``func`` on each sub-parser (``set_defaults(func=...)``); :func:`main` calls ``args.func``.
