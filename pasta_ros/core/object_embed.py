@@ -11,6 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+from scipy import ndimage
 
 from pasta_ros.core.features import FeatureExtractor
 
@@ -38,12 +39,12 @@ def masked_crops(image: np.ndarray, ids: np.ndarray, size: int, pad: float = 0.1
     crops = np.empty((n, size, size, 3), np.uint8)
     masks = np.zeros((n, size, size), bool)
     h, w = ids.shape
-    for i in range(1, n + 1):
-        ys, xs = np.nonzero(ids == i)
+    for i, box in enumerate(ndimage.find_objects(ids.astype(np.int32), max_label=n), 1):
         crops[i - 1] = NEUTRAL_RGB
-        if not len(xs):
+        if box is None:
             continue
-        x0, y0, x1, y1 = square_box(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, pad, w, h)
+        ys, xs = box
+        x0, y0, x1, y1 = square_box(xs.start, ys.start, xs.stop, ys.stop, pad, w, h)
         inside = ids[y0:y1, x0:x1] == i
         crop = np.where(inside[..., None], image[y0:y1, x0:x1], np.uint8(NEUTRAL_RGB))
         crops[i - 1] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
