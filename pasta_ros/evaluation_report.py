@@ -31,7 +31,8 @@ from pasta_ros.evaluation import METRICS, CachingExtractor, evaluate
 from pasta_ros.pipeline import PastaPipeline
 
 # what a run's setting is, per method: the config fields the sweeps vary
-SWEPT = {"pasta": ("clusters",), "waw": ("waw_k_sphere", "waw_k_v")}
+SWEPT = {"pasta": ("clusters",), "pasta_object": ("clusters",),
+         "waw": ("waw_k_sphere", "waw_k_v")}
 COST = ("calibration_s", "features")
 
 
@@ -48,7 +49,7 @@ class ReportPlan:
 
     def settings(self, method: str, cfg: PastaConfig) -> list[dict]:
         """The settings of ``method``: ``[{field: value}]``, the default one first."""
-        if method == "pasta":
+        if method in ("pasta", "pasta_object"):
             return [{"clusters": k} for k in _with(cfg.clusters, self.clusters)]
         if method == "waw":
             ks, kv = _with(cfg.waw_k_sphere, self.k_spheres), _with(cfg.waw_k_v, self.k_vs)

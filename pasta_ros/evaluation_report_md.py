@@ -62,6 +62,7 @@ def _cost_table(rows: list[dict], cfg: PastaConfig) -> str:
     for r in rows:
         s = r["setting"]
         masks = {"pasta": "patch grid (no masks)",
+                 "pasta_object": f"patch grid + {cfg.segmenter} instances",
                  "waw": f"{cfg.waw_masks}" + (f" ({cfg.segmenter})"
                                               if cfg.waw_masks == "segmenter" else "")
                  }.get(r["method"], "-")

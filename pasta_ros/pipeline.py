@@ -24,6 +24,7 @@ from pasta_ros.core.features import FeatureExtractor, resolve_device
 from pasta_ros.core.fusion import Instance, fuse, upsample_nearest
 from pasta_ros.core.methods import METHODS
 from pasta_ros.core.model_io import CalibratedModel, load_model
+from pasta_ros.core.pasta_object import ObjectVote
 from pasta_ros.core.preprocess import network_size
 from pasta_ros.core.segmenters import Segmenter, build_segmenter
 from pasta_ros.core.threads import configure_threads
@@ -150,6 +151,8 @@ class PastaPipeline:
         # a "waw" model votes per object (core/waw_method.py), not per patch
         self.waw = (WawObjects.from_model(model, extractor, segmenter)
                     if model.method == "waw" else None)
+        self.object_vote = (ObjectVote.from_model(model) if model.method == "pasta_object"
+                            else None)
 
     @classmethod
     def load(cls, model_dir: str | Path, cfg: PastaConfig | None = None, *,
@@ -200,6 +203,7 @@ class PastaPipeline:
         t.append(time.perf_counter())
         if self.waw is not None:
             return self._process_waw(image, prepared, t, with_instances)
+        feats = None
         if self.cluster_map_fn is not None:  # one graph: backbone + assignment
             cluster_map = self.cluster_map_fn([prepared])[0].to(self.centers.device)
             t.append(time.perf_counter())
@@ -218,11 +222,14 @@ class PastaPipeline:
                 vote = "icas" if icas.mode == "replace" else "pasta+icas"
             t_icas = (time.perf_counter() - t0) * 1e3
         ids = self.segmenter.segment(prepared, cluster_map)
+        votes = anomaly
+        if self.object_vote is not None:
+            votes, vote = self._object_vote(prepared, feats, ids, anomaly), vote + "+object"
         h, w = image.shape[:2]
         if ids.shape != (h, w):
             ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
         t.append(time.perf_counter())
-        fused = fuse(ids, anomaly, self.vote_threshold, with_instances=with_instances)
+        fused = fuse(ids, votes, self.vote_threshold, with_instances=with_instances)
         t.append(time.perf_counter())
         stages = ("preprocess", "backbone", "assign", "segment", "fusion")
         timings = {s: (b - a) * 1e3 for s, a, b in zip(stages, t, t[1:])}
@@ -232,6 +239,16 @@ class PastaPipeline:
         timings["total"] = (t[-1] - t[0]) * 1e3
         return FrameResult(fused.labels, fused.instances, cluster_map.cpu().numpy(),
                            anomaly.cpu().numpy(), self.model.model_id, timings, vote)
+
+    def _object_vote(self, prepared: np.ndarray, feats: torch.Tensor | None, ids: np.ndarray,
+                     anomaly: torch.Tensor) -> np.ndarray:
+        """``pasta_object``: ``(H', W') bool`` pixel votes at the network size = the patch
+        vote's pixels, and every pixel of an instance in an anomaly object cluster."""
+        if feats is None:
+            feats = self.extractor.features([prepared])
+        flags = self.object_vote.anomalous(feats[0], ids)
+        px = upsample_nearest(anomaly, *ids.shape).cpu().numpy()
+        return px | flags[ids]
 
     def _process_waw(self, image: np.ndarray, prepared: np.ndarray, t: list[float],
                      with_instances: bool) -> FrameResult:

@@ -61,10 +61,28 @@ WAW_OPTIONS = (
                                 "before the backbone", lo=16, hi=1024),
 )
 
+def _calibrate_pasta_object(*args: Any, **kwargs: Any) -> CalibratedModel:
+    from pasta_ros.core.pasta_object import calibrate
+
+    return calibrate(*args, **kwargs)
+
+
+PASTA_OBJECT_OPTIONS = (
+    Option("pasta_object_clusters", 10, "pasta_object: K of the K-Means on instance "
+                                        "descriptors (pooled features + shape)", lo=2, hi=1024),
+    Option("pasta_object_shape_weight", 1.0, "pasta_object: weight of the standardised shape "
+                                             "(area, elongation, solidity, curvature) beside "
+                                             "the unit-norm pooled features", lo=0.0, hi=100.0),
+)
+
 METHODS: dict[str, MethodEntry] = {
     "pasta": MethodEntry(_calibrate_pasta, "PASTA: patch K-Means on the baseline, clusters "
                                            "rare in the reference are anomalies, segment vote"),
     "waw": MethodEntry(_calibrate_waw, "WaW (PASTA §III-B): object masks (ExG points or a "
                                        "segmenter), masked-crop embeddings, Target Feature Bag, "
                                        "hypersphere feature vote", WAW_OPTIONS),
+    "pasta_object": MethodEntry(_calibrate_pasta_object, "PASTA + object-level vote: instance "
+                                                         "descriptors (pooled features + shape) "
+                                                         "clustered, frequency-ratio rule",
+                                PASTA_OBJECT_OPTIONS),
 }
