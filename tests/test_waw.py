@@ -201,3 +201,12 @@ def test_segmenter_route_calibrates_on_steel(run_cli, tiny_steel, tmp_path):
                                  tiny_steel.root, "--backend", "torch", "--device", "cpu"])
     assert code == 0, err
     assert json.loads(stdout)["iou_target"] > 10
+
+
+def test_recalibration_keeps_the_running_models_method_and_settings(waw_model):
+    from pasta_ros.core.config import PastaConfig
+    from pasta_ros.ros.recalibration import Request, recalibration_config
+
+    cfg = recalibration_config(PastaConfig(), load_model(waw_model),
+                               Request("b.mcap", "r.mcap", "", "/image", clusters=12))
+    assert (cfg.method, cfg.waw_k_sphere, cfg.waw_k_v, cfg.clusters) == ("waw", 3, 3, 12)

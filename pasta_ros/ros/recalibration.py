@@ -142,10 +142,13 @@ class Outcome:
 
 
 def recalibration_config(cfg: PastaConfig, running: CalibratedModel, req: Request) -> PastaConfig:
-    """The node's config, pinned to the running model's backbone, input size and colour
-    weight (so the new model drops in), with the request's overrides (validated)."""
+    """The node's config, pinned to the running model's backbone, input size, colour
+    weight, method and the method's settings (so the new model drops in), with the request's
+    overrides (validated)."""
     changes = {"backbone": running.backbone, "input_width": running.input_size[0],
-               "input_height": running.input_size[1], "color_weight": running.color_weight}
+               "input_height": running.input_size[1], "color_weight": running.color_weight,
+               "method": running.method}
+    changes |= {k: v for k, v in running.method_params.items() if hasattr(cfg, k)}
     for name in ("clusters", "ratio_threshold", "vote_threshold"):
         if getattr(req, name) is not None:
             changes[name] = getattr(req, name)
@@ -184,7 +187,7 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
     by ``feedback`` propagates (the saved folder, if any, is removed first).
     """
     from pasta_ros.core.backbones import weights_fingerprint
-    from pasta_ros.core.calibration import calibrate
+    from pasta_ros.core.methods import METHODS
     from pasta_ros.core.model_io import save_model
     from pasta_ros.pipeline import build_extractor
     from pasta_ros.sources import bag_source
@@ -208,6 +211,7 @@ def recalibrate(req: Request, cfg: PastaConfig, running: CalibratedModel, models
                    for b in (req.baseline_bag, req.reference_bag, req.empty_bag)]
         fingerprint = weights_fingerprint(ccfg.backbone, ccfg.weights)
         extractor = build_extractor(ccfg, weights_hash=fingerprint)
+        calibrate = METHODS[ccfg.method].calibrate  # the running model's method
         model = calibrate(extractor, sources[0], sources[1], sources[2], ccfg,
                           weights_hash=fingerprint,
                           quiet=True, progress=report)
