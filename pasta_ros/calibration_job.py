@@ -23,7 +23,10 @@ from pasta_ros.sources import open_source
 
 def write_report(model: CalibratedModel, extractor: FeatureExtractor, source: ImageSource,
                  out: Path, n: int = 4) -> None:
-    """Fig. 1 and cluster-map overlays of the first ``n`` baseline images under out/report."""
+    """Fig. 1 and cluster-map overlays of the first ``n`` baseline images under out/report
+    (PASTA models; other methods have no anomaly clusters to show)."""
+    if model.method != "pasta":
+        return
     plot_distributions(model, out / "report" / "cluster_distributions.png")
     checks = model.stats.get("self_checks", [])  # one sentence per finding, with what to do
     (out / "report" / "self_checks.txt").write_text(

@@ -22,10 +22,13 @@ from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.errors import ModelError
 from pasta_ros.core.features import FeatureExtractor, resolve_device
 from pasta_ros.core.fusion import Instance, fuse, upsample_nearest
+from pasta_ros.core.methods import METHODS
 from pasta_ros.core.model_io import CalibratedModel, load_model
+from pasta_ros.core.pasta_object import ObjectVote
 from pasta_ros.core.preprocess import network_size
 from pasta_ros.core.segmenters import Segmenter, build_segmenter
 from pasta_ros.core.threads import configure_threads
+from pasta_ros.core.waw_method import WawObjects
 
 QUANT_IMAGES = 10  # baseline images kept for int8 calibration (8 calibrate, 2 check)
 
@@ -48,7 +51,7 @@ class FrameResult:
     anomaly_patches: np.ndarray
     model_id: str
     timings: dict[str, float] = field(default_factory=dict)
-    vote: str = "pasta"  # what marked the anomaly patches: 'pasta', 'icas' or 'pasta+icas'
+    vote: str = "pasta"  # what marked the anomaly patches: 'pasta', 'icas', 'pasta+icas', 'waw'
 
     def anomaly_map(self) -> np.ndarray:
         """Evaluation A: ``(H, W) bool`` anomaly patches upsampled nearest to the image."""
@@ -61,7 +64,12 @@ class FrameResult:
 
 
 def check_model_matches(model: CalibratedModel, cfg: PastaConfig, explicit: set[str]) -> None:
-    """Raise ModelError when settings the user gave explicitly contradict the model."""
+    """Raise ModelError when the model's method is unknown here or settings the user gave
+    explicitly contradict the model."""
+    if model.method not in METHODS:
+        raise ModelError(f"the model was calibrated with method {model.method!r}, which this "
+                         f"pasta_ros does not have (available: {', '.join(METHODS)}); "
+                         "recalibrate")
     if "backbone" in explicit and cfg.backbone != model.backbone:
         raise ModelError(f"the model was calibrated with backbone {model.backbone!r} but "
                          f"{cfg.backbone!r} was requested; recalibrate or drop the option")
@@ -140,6 +148,11 @@ class PastaPipeline:
         self.cluster_map_fn = cluster_map_fn  # fused exported graph: pixels -> cluster ids
         self.centers = torch.from_numpy(model.centers).to(extractor.device)
         self.anomaly_lut = torch.from_numpy(model.anomaly).to(extractor.device)
+        # a "waw" model votes per object (core/waw_method.py), not per patch
+        self.waw = (WawObjects.from_model(model, extractor, segmenter)
+                    if model.method == "waw" else None)
+        self.object_vote = (ObjectVote.from_model(model) if model.method == "pasta_object"
+                            else None)
 
     @classmethod
     def load(cls, model_dir: str | Path, cfg: PastaConfig | None = None, *,
@@ -209,6 +222,9 @@ class PastaPipeline:
         t = [time.perf_counter()]
         prepared = self.extractor.prepare(image)
         t.append(time.perf_counter())
+        if self.waw is not None:
+            return self._process_waw(image, prepared, t, with_instances)
+        feats = None
         if self.cluster_map_fn is not None:  # one graph: backbone + assignment
             cluster_map = self.cluster_map_fn([prepared])[0].to(self.centers.device)
             t.append(time.perf_counter())
@@ -227,11 +243,14 @@ class PastaPipeline:
                 vote = "icas" if icas.mode == "replace" else "pasta+icas"
             t_icas = (time.perf_counter() - t0) * 1e3
         ids = self.segmenter.segment(prepared, cluster_map)
+        votes = anomaly
+        if self.object_vote is not None:
+            votes, vote = self._object_vote(prepared, feats, ids, anomaly), vote + "+object"
         h, w = image.shape[:2]
         if ids.shape != (h, w):
             ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
         t.append(time.perf_counter())
-        fused = fuse(ids, anomaly, self.vote_threshold, with_instances=with_instances)
+        fused = fuse(ids, votes, self.vote_threshold, with_instances=with_instances)
         t.append(time.perf_counter())
         stages = ("preprocess", "backbone", "assign", "segment", "fusion")
         timings = {s: (b - a) * 1e3 for s, a, b in zip(stages, t, t[1:])}
@@ -241,3 +260,39 @@ class PastaPipeline:
         timings["total"] = (t[-1] - t[0]) * 1e3
         return FrameResult(fused.labels, fused.instances, cluster_map.cpu().numpy(),
                            anomaly.cpu().numpy(), self.model.model_id, timings, vote)
+
+    def _object_vote(self, prepared: np.ndarray, feats: torch.Tensor | None, ids: np.ndarray,
+                     anomaly: torch.Tensor) -> np.ndarray:
+        """``pasta_object``: ``(H', W') bool`` pixel votes at the network size = the patch
+        vote's pixels, and every pixel of an instance in an anomaly object cluster."""
+        if feats is None:
+            feats = self.extractor.features([prepared])
+        flags = self.object_vote.anomalous(feats[0], ids)
+        px = upsample_nearest(anomaly, *ids.shape).cpu().numpy()
+        return px | flags[ids]
+
+    def _process_waw(self, image: np.ndarray, prepared: np.ndarray, t: list[float],
+                     with_instances: bool) -> FrameResult:
+        """A ``waw`` model's frame: object masks -> embeddings -> feature vote per object;
+        the anomaly patches (Evaluation A) are the patch cells mostly covered by anomalies."""
+        ids, cmap = self.waw.instance_ids(prepared)
+        t.append(time.perf_counter())
+        anomalous, _ = self.waw.classify(self.waw.embed(prepared, ids))
+        t.append(time.perf_counter())
+        anomaly_px = np.concatenate([[False], anomalous])[ids]  # (H', W') bool
+        h, w = image.shape[:2]
+        full_ids = ids if ids.shape == (h, w) else cv2.resize(ids, (w, h),
+                                                              interpolation=cv2.INTER_NEAREST)
+        fused = fuse(full_ids, anomaly_px, 0.5, with_instances=with_instances)
+        stride = self.extractor.info.stride
+        grid = (max(1, prepared.shape[1] // stride), max(1, prepared.shape[0] // stride))
+        patches = cv2.resize(anomaly_px.astype(np.float32), grid,
+                             interpolation=cv2.INTER_AREA) >= 0.5
+        cluster_map = (cmap.cpu().numpy() if cmap is not None
+                       else np.zeros(patches.shape, np.int64))
+        t.append(time.perf_counter())
+        stages = ("preprocess", "segment", "embed_vote", "fusion")
+        timings = {s: (b - a) * 1e3 for s, a, b in zip(stages, t, t[1:])}
+        timings["total"] = (t[-1] - t[0]) * 1e3
+        return FrameResult(fused.labels, fused.instances, cluster_map, patches,
+                           self.model.model_id, timings, "waw")

@@ -1,7 +1,7 @@
 """`pasta`: label-free anomaly and target segmentation for robotic sorting (PASTA, iCAS).
 
-Commands: synth, calibrate, segment, evaluate, bench, export, config, models, icas, and the ROS
-clients recalibrate, prompts, echo, play.
+Commands: synth, calibrate, segment, evaluate, report, bench, export, config, models, icas, and
+the ROS clients recalibrate, prompts, echo, play.
 
 Each module of :data:`COMMANDS` adds its sub-command(s) with ``register(subparsers)`` and sets
 ``func`` on each sub-parser (``set_defaults(func=...)``); :func:`main` calls ``args.func``.
@@ -19,13 +19,13 @@ import logging
 import sys
 import time
 
-from pasta_ros.cli import bench, config, export, icas, models, pasta, ros
+from pasta_ros.cli import bench, config, export, icas, models, pasta, report, ros
 from pasta_ros.core.errors import USER_ERRORS
 
 log = logging.getLogger("pasta")
 
 # in the order `pasta --help` lists them
-COMMANDS = (pasta, bench, export, config, models, ros, icas)
+COMMANDS = (pasta, report, bench, export, config, models, ros, icas)
 
 
 def build_parser() -> argparse.ArgumentParser:

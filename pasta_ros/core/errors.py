@@ -9,6 +9,10 @@ class CalibrationError(PastaError):
     """Calibration cannot proceed with the given image sets or settings."""
 
 
+class ImageError(PastaError):
+    """An input image cannot be processed as asked (e.g. ExG on a grayscale image)."""
+
+
 class ModelError(PastaError):
     """A calibrated model directory is missing, corrupt, or does not match the runtime."""
 

@@ -26,6 +26,7 @@ FORMAT = "pasta-model/1"
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 MIN_SIDE, MAX_SIDE = 16, 8192  # input sizes a model can have (pixels per side)
+METHOD_PREFIX = "method/"
 
 
 @dataclass
@@ -52,6 +53,11 @@ class CalibratedModel:
     stats: dict = field(default_factory=dict)
     model_id: str = ""
     created: str = ""
+    # the calibration method (a METHODS key) and what it adds: JSON-able settings and arrays
+    # (stored as ``method/<name>`` in arrays.npz); empty for "pasta"
+    method: str = "pasta"
+    method_params: dict = field(default_factory=dict)
+    method_arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -68,9 +74,12 @@ class CalibratedModel:
     def finalize(self) -> CalibratedModel:
         """Stamp the creation time and a content-derived model id."""
         self.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        digest = hashlib.sha256(self.centers.tobytes() + self.anomaly.tobytes()
+        extra = b"".join(v.tobytes() for v in self.method_arrays.values())
+        digest = hashlib.sha256(self.centers.tobytes() + self.anomaly.tobytes() + extra
                                 + self.created.encode()).hexdigest()[:10]
-        self.model_id = f"{self.backbone.replace(':', '-')}-k{self.k}-s{self.seed}-{digest}"
+        prefix = "" if self.method == "pasta" else f"{self.method}-"
+        self.model_id = (f"{prefix}{self.backbone.replace(':', '-')}-k{self.k}-s{self.seed}-"
+                         f"{digest}")
         return self
 
 
@@ -82,6 +91,7 @@ def _arrays(model: CalibratedModel) -> dict[str, np.ndarray]:
               "color_log_odds": model.color_log_odds.astype(np.float32)}
     if model.p_empty is not None:
         arrays["p_empty"] = model.p_empty.astype(np.float64)
+    arrays |= {METHOD_PREFIX + k: v for k, v in model.method_arrays.items()}
     return arrays
 
 
@@ -105,6 +115,7 @@ def save_model(model: CalibratedModel, directory: str | Path) -> Path:
     blob = buf.getvalue()
     manifest = {
         "format": FORMAT, "model_id": model.model_id, "created": model.created,
+        "method": model.method, "method_params": model.method_params,
         "backbone": model.backbone, "weights_hash": model.weights_hash,
         "input_size": list(model.input_size), "stride": model.stride,
         "clusters": model.k, "channels": model.channels, "seed": model.seed,
@@ -152,7 +163,7 @@ def load_model(directory: str | Path) -> CalibratedModel:
 
 def _check_values(model: CalibratedModel, d: Path) -> None:
     """ModelError for values no calibration produces: non-finite arrays, an input size or
-    stride that cannot be, thresholds outside [0, 1], K < 2."""
+    stride that cannot be, thresholds outside [0, 1]."""
     for name in ("centers", "p_baseline", "p_reference", "color_log_odds", "p_empty"):
         values = getattr(model, name)
         if values is not None and not np.isfinite(values).all():
@@ -168,8 +179,6 @@ def _check_values(model: CalibratedModel, d: Path) -> None:
         if not 0.0 <= getattr(model, name) <= 1.0:
             raise ModelError(f"{d}: {name} {getattr(model, name)} is outside [0, 1]; the "
                              "manifest is corrupt: recalibrate")
-    if model.k < 2:
-        raise ModelError(f"{d}: a model needs at least 2 clusters, this one has {model.k}")
 
 
 def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
@@ -184,7 +193,10 @@ def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
             vote_threshold=float(m["vote_threshold"]), seed=int(m["seed"]),
             background_source=m["background_source"], p_empty=a.get("p_empty"),
             color_weight=float(m.get("color_weight", 0.0)),
-            stats=m.get("stats", {}), model_id=m["model_id"], created=m["created"])
+            stats=m.get("stats", {}), model_id=m["model_id"], created=m["created"],
+            method=str(m.get("method", "pasta")), method_params=dict(m.get("method_params", {})),
+            method_arrays={k[len(METHOD_PREFIX):]: v for k, v in a.items()
+                           if k.startswith(METHOD_PREFIX)})
     except KeyError as exc:
         raise ModelError(f"{d}: the model lacks {exc}; recalibrate") from None
     except (TypeError, ValueError, IndexError) as exc:

@@ -70,10 +70,13 @@ class Outcome:
 
 
 def recalibration_config(cfg: PastaConfig, running: CalibratedModel, req: Request) -> PastaConfig:
-    """The node's config, pinned to the running model's backbone, input size and colour
-    weight (so the new model drops in), with the request's overrides (validated)."""
+    """The node's config, pinned to the running model's backbone, input size, colour
+    weight, method and the method's settings (so the new model drops in), with the request's
+    overrides (validated)."""
     changes = {"backbone": running.backbone, "input_width": running.input_size[0],
-               "input_height": running.input_size[1], "color_weight": running.color_weight}
+               "input_height": running.input_size[1], "color_weight": running.color_weight,
+               "method": running.method}
+    changes |= {k: v for k, v in running.method_params.items() if hasattr(cfg, k)}
     for name in ("clusters", "ratio_threshold", "vote_threshold"):
         if getattr(req, name) is not None:
             changes[name] = getattr(req, name)
@@ -110,7 +113,7 @@ def calibrate_into_store(req: Request, cfg: PastaConfig, running: CalibratedMode
     override, disk full) become ``success=False`` with the reason.
     """
     from pasta_ros.core.backbones import weights_fingerprint
-    from pasta_ros.core.calibration import calibrate
+    from pasta_ros.core.methods import METHODS
     from pasta_ros.pipeline import build_extractor
     from pasta_ros.sources import bag_source
 
@@ -132,6 +135,7 @@ def calibrate_into_store(req: Request, cfg: PastaConfig, running: CalibratedMode
                    for b in (req.baseline_bag, req.reference_bag, req.empty_bag)]
         fingerprint = weights_fingerprint(ccfg.backbone, ccfg.weights)
         extractor = build_extractor(ccfg, weights_hash=fingerprint)
+        calibrate = METHODS[ccfg.method].calibrate  # the running model's method
         model = calibrate(extractor, sources[0], sources[1], sources[2], ccfg,
                           weights_hash=fingerprint, quiet=True, progress=report,
                           cache_dir=cache_dir)
