@@ -81,6 +81,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=parse_ints, default=[0, 1, 2, 3, 4])
     p.add_argument("--shots", type=parse_ints, default=[2, 4, 8])
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--shot-augment", choices=("none", "flip", "dihedral"), default="none",
+                   help="views of each normal shot in the memory (flip: 4, dihedral: 8)")
+    p.add_argument("--calib-defects", type=int, default=2,
+                   help="synthetic-defect copies per shot calibrating the icas_fused row "
+                        "(0: no fused row)")
     p.add_argument("--json", type=Path)
 
 
@@ -151,13 +156,14 @@ def dataset_roots(paths: list[Path]) -> list[Path]:
 def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
     from pasta_ros.core.errors import PastaError
     from pasta_ros.core.icas.model import load_icas_model
-    from pasta_ros.evaluation_icas import evaluate
+    from pasta_ros.evaluation_icas import FewShotOptions, evaluate
 
     roots = dataset_roots(args.data)
     if not roots:
         raise PastaError(f"no dataset (folder with reference/) under {args.data}")
+    opts = FewShotOptions(args.shot_augment, args.calib_defects)
     res = evaluate(load_icas_model(args.checkpoint), roots, args.seeds, tuple(args.shots),
-                   args.threshold, progress=not getattr(args, "quiet", False))
+                   args.threshold, progress=not getattr(args, "quiet", False), options=opts)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))

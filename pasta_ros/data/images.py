@@ -88,7 +88,13 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8`` RGB.
+    """Read an image file as ``(H, W, 3) uint8`` RGB (see :func:`read_image_channels`)."""
+    return read_image_channels(path)[0]
+
+
+def read_image_channels(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read an image file as ``(H, W, 3) uint8`` RGB, with the file's own channel count
+    (1 gray, 3 colour, 4 with alpha), for callers that must not mix gray and colour sets.
 
     Decodes with OpenCV (``IMREAD_UNCHANGED``, so 16-bit and alpha are seen and handled by
     :func:`to_rgb_uint8`; EXIF orientation is not applied).
@@ -115,7 +121,7 @@ def read_image(path: str | Path) -> np.ndarray:
     elif img.ndim == 3 and img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     try:
-        return to_rgb_uint8(img)
+        return to_rgb_uint8(img), 1 if img.ndim == 2 else int(img.shape[2])
     except ImageReadError as exc:
         raise ImageReadError(f"{path}: {exc}") from exc
 
