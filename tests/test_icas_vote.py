@@ -179,3 +179,30 @@ def test_evaluate_cli_with_the_icas_vote(run_cli, tiny_model, tiny_steel, predic
                        (["--icas", "replace", "--icas-anomaly-image", str(ckpt)], "go together")):
         code, _, err = run_cli(base + args + ["--icas-checkpoint", str(ckpt)])
         assert code == 2 and word in err, err
+
+
+def test_negative_clicks(predictor, tmp_path: Path) -> None:
+    """A negative click adds a non-target token pooled under its disk; it wins where it
+    overlaps the positive area, and a prompt left with no positive pixel is refused."""
+    predictor.clear()
+    rgb, labels = scene(24)
+    image = _write(tmp_path / "a.png", rgb)
+    apply_request(predictor, PromptRequest("anomaly", [image], points=[30.0, 40.0]))
+    plain = predictor.anomaly
+    msg = apply_request(predictor, PromptRequest("anomaly", [image], points=[30.0, 40.0],
+                                                 negative_points=[150.0, 60.0, 10.0, 100.0]))
+    assert "2 negative click(s)" in msg
+    with_neg = predictor.anomaly
+    assert plain.q_ntp.shape[0] == 1 and with_neg.q_ntp.shape[0] == 2
+    assert torch.equal(plain.q_p, with_neg.q_p)
+    neg_score = predictor.score_grid(rgb, "anomaly")[0]
+    predictor.set_prompt(plain)
+    assert not torch.allclose(neg_score, predictor.score_grid(rgb, "anomaly")[0])
+    with pytest.raises(PastaError, match="outside the negative clicks"):
+        apply_request(predictor, PromptRequest("anomaly", [image], points=[30.0, 40.0],
+                                               negative_points=[30.0, 40.0]))
+    with pytest.raises(PastaError, match="groups of 2"):
+        apply_request(predictor, PromptRequest("anomaly", [image], points=[30.0, 40.0],
+                                               negative_points=[1.0]))
+    assert predictor.anomaly is plain  # failed calls keep the prompt
+    predictor.clear()

@@ -70,6 +70,8 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
                    help="clicks on --prompt-image: 'x,y;x,y'")
     p.add_argument("--boxes", type=parse_points, default=[], help="boxes on --prompt-image: "
                    "'x0,y0,x1,y1;...'")
+    p.add_argument("--negative-points", type=parse_points, default=[],
+                   help="clicks on --prompt-image on what is NOT the anomaly: 'x,y;x,y'")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="cpu")
 
@@ -117,7 +119,7 @@ def cmd_icas_segment(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from pasta_ros.core.errors import PastaError
-    from pasta_ros.core.icas.prompting import ICASPredictor, area_mask
+    from pasta_ros.core.icas.prompting import ICASPredictor, area_mask, negative_mask
     from pasta_ros.data.images import list_images, read_image
 
     pred = ICASPredictor.from_checkpoint(args.checkpoint, device=args.device,
@@ -132,7 +134,11 @@ def cmd_icas_segment(args: argparse.Namespace) -> dict:
                 else cv2.imread(str(args.prompt_mask), cv2.IMREAD_GRAYSCALE))
         if mask is None:
             raise PastaError(f"cannot read prompt mask {args.prompt_mask}")
-        pred.set_anomaly_prompt(image, mask)
+        pred.set_prompt(pred.encode_anomaly_prompt(
+            image, mask, negative_mask(image.shape[:2], args.negative_points)))
+    elif args.negative_points:
+        raise PastaError("--negative-points need --prompt-image with --points, --boxes or "
+                         "--prompt-mask")
     args.out.mkdir(parents=True, exist_ok=True)
     scores = {}
     for path in list_images(args.images):

@@ -73,11 +73,20 @@ class ICASResult:
     mode: str
 
 
-def anomaly_prompt(model: ICASModel, feats: torch.Tensor, masks: torch.Tensor) -> AnomalyPrompt:
-    """feats ``(N, C, h, w)`` of N prompt images; masks ``(N, H, W)`` float in [0, 1]."""
+def anomaly_prompt(model: ICASModel, feats: torch.Tensor, masks: torch.Tensor,
+                   negative: torch.Tensor | None = None) -> AnomalyPrompt:
+    """feats ``(N, C, h, w)`` of N prompt images; masks ``(N, H, W)`` float in [0, 1];
+    negative: optional ``(N, H, W)`` areas marked as *not* the target (negative clicks). Each
+    nonempty one adds a non-target token pooled under it, next to the one under 1 - M_r, so
+    the decoder and MFM see explicitly what the target is not."""
     if masks.flatten(1).amax(1).min() <= 0:
         raise PastaError("empty prompt mask: mark at least one pixel of the anomaly")
     q_p, q_ntp = prompt_tokens(feats, masks.to(feats))
+    if negative is not None:
+        neg = negative.to(feats)
+        keep = neg.flatten(1).amax(1) > 0
+        if keep.any():
+            q_ntp = torch.cat([q_ntp, mask_pool(feats[keep], neg[keep, None])[:, 0]])
     return AnomalyPrompt(model.arch.backbone, model.arch.input_size, q_p, q_ntp)
 
 
@@ -142,6 +151,13 @@ def area_mask(shape: tuple[int, int], points: Sequence[Sequence[float]] = (),
     return m.astype(np.float32)
 
 
+def negative_mask(shape: tuple[int, int], points: Sequence[Sequence[float]] = (),
+                  radius: float | None = None) -> np.ndarray | None:
+    """Negative clicks -> ``(H, W) float32`` area (disks as in :func:`area_mask`), or None when
+    there are none."""
+    return area_mask(shape, points, (), radius) if len(points) else None
+
+
 class ICASPredictor:
     """Stateful wrapper: set prompts once, then :meth:`predict` images.
 
@@ -196,15 +212,26 @@ class ICASPredictor:
                              "set the prompt again from its images")
 
     # -- prompts --------------------------------------------------------------------------
-    def encode_anomaly_prompt(self, image: np.ndarray, mask: np.ndarray) -> AnomalyPrompt:
-        """One prompt image and its ``(H, W)`` anomaly mask -> AnomalyPrompt (not set)."""
-        if mask.shape[:2] != image.shape[:2] or mask.ndim != 2:
-            raise PastaError(f"prompt mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                             f"{image.shape[1]}x{image.shape[0]}; they must be the same size")
-        if not np.any(mask):
-            raise PastaError("empty prompt mask: mark at least one pixel of the anomaly")
-        m = torch.from_numpy((np.asarray(mask) > 0).astype(np.float32))[None]
-        return anomaly_prompt(self.model, self._features(image), m)
+    def encode_anomaly_prompt(self, image: np.ndarray, mask: np.ndarray,
+                              negative: np.ndarray | None = None) -> AnomalyPrompt:
+        """One prompt image and its ``(H, W)`` anomaly mask -> AnomalyPrompt (not set).
+        ``negative``: optional ``(H, W)`` area that is not the anomaly (negative clicks); it
+        wins where it overlaps the mask."""
+        for name, m in (("prompt mask", mask), ("negative mask", negative)):
+            if m is not None and (m.shape[:2] != image.shape[:2] or m.ndim != 2):
+                raise PastaError(f"{name} is {m.shape[1]}x{m.shape[0]} but its image is "
+                                 f"{image.shape[1]}x{image.shape[0]}; they must be the same "
+                                 "size")
+        pos = np.asarray(mask) > 0
+        neg = None if negative is None else np.asarray(negative) > 0
+        if neg is not None:
+            pos &= ~neg
+        if not np.any(pos):
+            raise PastaError("empty prompt mask: mark at least one pixel of the anomaly"
+                             + (" outside the negative clicks" if neg is not None else ""))
+        t = lambda m: torch.from_numpy(m.astype(np.float32))[None]  # noqa: E731
+        return anomaly_prompt(self.model, self._features(image), t(pos),
+                              None if neg is None else t(neg))
 
     def encode_normal_prompt(self, images: Sequence[np.ndarray]) -> NormalPrompt:
         """k normal images -> NormalPrompt (not set). Zero images raise PastaError."""
@@ -227,9 +254,13 @@ class ICASPredictor:
         self.set_prompt(self.encode_normal_prompt(images))
 
     def set_interactive_prompt(self, image: np.ndarray, points: Sequence = (),
-                               boxes: Sequence = (), radius: float | None = None) -> None:
-        """Clicks ``(x, y)`` and boxes ``(x0, y0, x1, y1)`` in image pixels -> anomaly prompt."""
-        self.set_anomaly_prompt(image, area_mask(image.shape[:2], points, boxes, radius))
+                               boxes: Sequence = (), radius: float | None = None,
+                               negative_points: Sequence = ()) -> None:
+        """Clicks ``(x, y)`` and boxes ``(x0, y0, x1, y1)`` in image pixels -> anomaly prompt;
+        ``negative_points`` ``(x, y)``: clicks on what is *not* the anomaly."""
+        self.set_prompt(self.encode_anomaly_prompt(
+            image, area_mask(image.shape[:2], points, boxes, radius),
+            negative_mask(image.shape[:2], negative_points, radius)))
 
     def clear(self, which: str = "all") -> None:
         """Drop the 'anomaly', 'normal' or 'all' prompts."""
