@@ -5,9 +5,13 @@ the prompt, the other anomalous test images are segmented), interactive segmenta
 random click inside each defect region, up to 3, on the image itself), and few-shot anomaly
 detection with k normal shots drawn from ``reference/`` (image AUROC over all test images).
 Side by side: a PatchCore-style patch-kNN baseline (same backbone, same shots) and the
-training-free parts alone (GQS partition masks + MFM, the Table 7 ablation). Metrics: mIoU =
-anomaly IoU averaged over categories, FB-IoU = mean of anomaly and background IoU, averaged;
-mean and std over seeds.
+training-free parts alone (GQS partition masks + MFM, the Table 7 ablation), each also on
+locally aggregated features (``*_agg``, PatchCore's 3x3 neighbourhood mean), and
+``icas_fused``: those training-free scores with the decoder's, fused by weights calibrated on
+the k shots alone (leave-one-out + synthetic defects pasted on them, ``core/score_fusion.py``).
+Sets with ``test/labels.csv`` and no ``test/masks`` (e.g. ELPV) give the image AUROC rows only.
+Metrics: mIoU = anomaly IoU averaged over categories, FB-IoU = mean of anomaly and background
+IoU, averaged; mean and std over seeds.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ from pasta_ros.data.layout import DatasetLayout, read_labels_csv, read_mask, tes
 SHOTS = (2, 4, 8)
 # Views of each normal shot added to the memory (the k shots themselves are always the first).
 SHOT_AUGMENTS = {"none": 1, "flip": 4, "dihedral": 8}
+LOCAL_AGG = 3  # neighbourhood of the *_agg rows (PatchCore's default)
+# Training-free scores the icas_fused row trusts; the decoder joins only when it beats them on
+# the shot calibration (core/score_fusion.py). Chosen on the ELPV dev half (BENCHMARKS.md).
+FUSION_ANCHORS = ("gqs_mfm_agg", "patch_knn_agg")
 
 
 @dataclass
@@ -206,20 +214,33 @@ _VIEWS = (lambda x: x, lambda x: x[:, ::-1], lambda x: x[::-1], lambda x: x[::-1
           lambda x: x[::-1, ::-1].transpose(1, 0, 2))
 
 
+def local_aggregate(feats: torch.Tensor, size: int = LOCAL_AGG) -> torch.Tensor:
+    """PatchCore's local neighbourhood aggregation: ``(B, C, h, w)`` -> same shape, each cell
+    the mean of its ``size x size`` neighbours (borders: of those inside the grid)."""
+    return F.avg_pool2d(feats, size, 1, size // 2, count_include_pad=False)
+
+
 class _Memory:
     """What k normal shots (and their views) give every method: the decoder's NormalPrompt,
-    the GQS+MFM mask embeddings q_r and the patch-kNN bank."""
+    and, on the raw and on the locally aggregated features, the GQS+MFM mask embeddings q_r
+    and the patch-kNN bank."""
 
     def __init__(self, model: ICASModel, feats: list[torch.Tensor]) -> None:
         self.prompt = normal_prompt(model, feats)
-        self.q_r = torch.cat([mask_pool(s, _gqs_masks(model, s))[0] for s in feats])
-        self.bank = torch.cat([s.flatten(2)[0].T for s in feats])
+        self.q_r, self.bank = {}, {}
+        for tag, fs in (("", feats), ("_agg", [local_aggregate(f) for f in feats])):
+            self.q_r[tag] = torch.cat([mask_pool(s, _gqs_masks(model, s))[0] for s in fs])
+            self.bank[tag] = torch.cat([s.flatten(2)[0].T for s in fs])
 
     def scores(self, model: ICASModel, f: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
         """Image scores of ``(1, C, h, w)`` target features per method, and the iCAS map."""
         s = score_normal(model, f, self.prompt)[0]
-        return {"icas": float(s.max()), "patch_knn": _knn(f, self.bank),
-                "gqs_mfm": float(mfm_normal(f, _gqs_masks(model, f), self.q_r).max())}, s
+        out = {"icas": float(s.max())}
+        for tag, ft in (("", f), ("_agg", local_aggregate(f))):
+            out["patch_knn" + tag] = _knn(ft, self.bank[tag])
+            out["gqs_mfm" + tag] = float(mfm_normal(ft, _gqs_masks(model, ft), self.q_r[tag])
+                                         .max())
+        return out, s
 
 
 class _Shots:
@@ -252,7 +273,7 @@ def _calibrate(model: ICASModel, cat: Category, idx: list[int], shots: _Shots,
             for c, v in mem.scores(model, model.encode([img]))[0].items():
                 anomalous.setdefault(c, []).append(v)
     return calibrate_fusion({c: np.asarray(v) for c, v in normal.items()},
-                            {c: np.asarray(v) for c, v in anomalous.items()}, anchor="gqs_mfm")
+                            {c: np.asarray(v) for c, v in anomalous.items()}, FUSION_ANCHORS)
 
 
 def draw_shots(n_reference: int, k: int, rng: np.random.Generator, name: str = "") -> list[int]:

@@ -91,7 +91,7 @@ def test_fusion_with_a_random_decoder_never_falls_below_the_anchor(seed: int) ->
     mfm = lambda n, shift: rng.normal(shift, 1.0, n)  # noqa: E731
     normal = {"gqs_mfm": mfm(8, 0.0), "icas": rng.random(8)}
     anomalous = {"gqs_mfm": mfm(16, 3.0), "icas": rng.random(16)}
-    w = calibrate_fusion(normal, anomalous, anchor="gqs_mfm")
+    w = calibrate_fusion(normal, anomalous, anchors="gqs_mfm")
     assert w.weight["gqs_mfm"] == 1.0 and w.weight["icas"] == 0.0
     test = {"gqs_mfm": np.concatenate([mfm(50, 0.0), mfm(50, 1.0)]), "icas": rng.random(100)}
     truth = np.r_[np.zeros(50), np.ones(50)]
@@ -104,10 +104,10 @@ def test_fusion_mixes_in_a_component_that_beats_the_anchor() -> None:
     rng = np.random.default_rng(0)
     normal = {"gqs_mfm": rng.normal(0, 1, 20), "icas": rng.normal(0, 1, 20)}
     anomalous = {"gqs_mfm": rng.normal(0.8, 1, 40), "icas": rng.normal(4, 1, 40)}
-    w = calibrate_fusion(normal, anomalous, anchor="gqs_mfm")
+    w = calibrate_fusion(normal, anomalous, anchors="gqs_mfm")
     assert w.calib_auroc["icas"] > w.calib_auroc["gqs_mfm"] and w.weight["icas"] > 0.5
-    with pytest.raises(PastaError, match="anchor"):
-        calibrate_fusion(normal, anomalous, anchor="patch_knn")
+    with pytest.raises(PastaError, match="anchors"):
+        calibrate_fusion(normal, anomalous, anchors="patch_knn")
 
 
 def test_paste_defects_changes_only_the_masked_area() -> None:
@@ -128,9 +128,10 @@ def test_labels_only_evaluation(model: ICASModel, tmp_path: Path) -> None:
     assert res["segmentation"] == {} and res["pixel_auroc"] == {}
     assert "labels only" in res["notes"][0]
     for k in ("k2", "k3"):
-        assert set(res["auroc"][k]) == {"icas", "patch_knn", "gqs_mfm", "icas_fused"}
+        assert set(res["auroc"][k]) == {"icas", "patch_knn", "gqs_mfm", "patch_knn_agg",
+                                        "gqs_mfm_agg", "icas_fused"}
         assert all(0 <= m <= 100 and s >= 0 for m, s in res["auroc"][k].values())
-        assert res["fusion"][k]["weight"]["gqs_mfm"] == [1.0, 0.0]
+        assert res["fusion"][k]["weight"]["gqs_mfm_agg"] == [1.0, 0.0]
     again = evaluate(model, [root], seeds=[0, 1], shots=(2, 3),
                      options=FewShotOptions("flip", calib_defects=1))
     assert again["auroc"] == res["auroc"]  # seeded end to end
@@ -169,3 +170,16 @@ def test_bad_few_shot_inputs(model: ICASModel, tmp_path: Path, capsys) -> None:
     msg = _run_error(["icas", "evaluate", "--checkpoint", str(tmp_path / "other.pt"),
                       "--data", str(leak), "--shots", "2"], capsys)
     assert "channels" in msg and "99" in msg
+
+
+def test_local_aggregate_is_the_neighbourhood_mean() -> None:
+    from pasta_ros.evaluation_icas import local_aggregate
+
+    f = torch.zeros(1, 2, 5, 5)
+    f[0, 0, 2, 2] = 9.0
+    f[0, 1, 0, 0] = 4.0
+    out = local_aggregate(f)
+    assert out.shape == f.shape
+    assert torch.allclose(out[0, 0, 1:4, 1:4], torch.ones(3, 3)) and out[0, 0, 0].abs().sum() == 0
+    assert out[0, 1, 0, 0] == pytest.approx(1.0)  # corner: mean of its 4 cells inside the grid
+    assert out[0, 1, 1, 1] == pytest.approx(4.0 / 9)

@@ -7,11 +7,12 @@ the same shots with synthetic defects pasted on them give anomalous ones. From t
 
 - each component is standardised by the mean / std of its leave-one-out normal scores (so the
   scales of a cosine distance and a decoder probability become comparable);
-- the *anchor* (the training-free score, trusted by default) keeps weight 1; any other
+- the *anchors* (training-free scores, trusted by default) keep weight 1; any other
   component gets weight ``clip((a_c - a_anchor) / (1 - a_anchor), 0, 1)`` from the calibration
-  AUROCs ``a``: only a component that separates the calibration defects better than the anchor
-  is mixed in, so a random decoder (a_c ~ 0.5) gets weight 0 and the fused score orders the
-  images exactly as the anchor does.
+  AUROCs ``a`` (``a_anchor``: that of the anchors' fused score): only a component that
+  separates the calibration defects better than the anchors is mixed in, so a random decoder
+  (a_c ~ 0.5) gets weight 0 and the fused score orders the images exactly as the anchors do.
+  A tie (both separate the synthetic defects perfectly, the usual case) gives weight 0 too.
 """
 
 from __future__ import annotations
@@ -36,38 +37,50 @@ def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
 @dataclass(frozen=True)
 class FusionWeights:
     """Per component: standardisation ``mean`` / ``std``, fusion ``weight``, and the
-    calibration AUROC it was derived from. ``anchor``: the component that keeps weight 1."""
+    calibration AUROC it was derived from (``"anchor"``: that of the anchors' fused score).
+    ``anchors``: the components that keep weight 1."""
 
-    anchor: str
+    anchors: tuple[str, ...]
     mean: dict[str, float]
     std: dict[str, float]
     weight: dict[str, float]
     calib_auroc: dict[str, float]
 
     def to_json(self) -> dict:
-        return {"anchor": self.anchor, "weight": self.weight, "calib_auroc": self.calib_auroc}
+        return {"anchors": list(self.anchors), "weight": self.weight,
+                "calib_auroc": self.calib_auroc}
+
+
+def _standardise(values: np.ndarray, mean: float, std: float) -> np.ndarray:
+    return (np.asarray(values, np.float64) - mean) / std
 
 
 def calibrate_fusion(normal: Mapping[str, np.ndarray], anomalous: Mapping[str, np.ndarray],
-                     anchor: str) -> FusionWeights:
+                     anchors: str | tuple[str, ...]) -> FusionWeights:
     """Weights from calibration scores: ``normal[c]`` ``(n,)`` leave-one-out scores of the
     normal shots and ``anomalous[c]`` ``(m,)`` scores of the synthetic-defect shots, for every
-    component c (the same keys in both, ``anchor`` among them)."""
-    if anchor not in normal or set(normal) != set(anomalous):
-        raise PastaError(f"fusion components differ or lack the anchor {anchor!r}: "
+    component c (the same keys in both, the ``anchors`` among them). The anchors keep weight 1;
+    another component is weighted by how much its calibration AUROC beats that of the
+    anchors' fused score (0 when it does not)."""
+    anchors = (anchors,) if isinstance(anchors, str) else tuple(anchors)
+    if not anchors or not set(anchors) <= set(normal) or set(normal) != set(anomalous):
+        raise PastaError(f"fusion components differ or lack the anchors {list(anchors)}: "
                          f"{sorted(normal)} vs {sorted(anomalous)}")
-    mean, std, weight, aucs = {}, {}, {}, {}
+    mean, std, aucs = {}, {}, {}
     for c in normal:
         n = np.asarray(normal[c], np.float64)
         mean[c] = float(n.mean())
         spread = np.concatenate([n, np.asarray(anomalous[c], np.float64)]).std()
         std[c] = float(max(n.std(), 1e-3 * spread, 1e-12))
         aucs[c] = auroc(n, anomalous[c])
-    a0 = aucs[anchor] if np.isfinite(aucs[anchor]) else 0.5
+    side = lambda d: sum(_standardise(d[c], mean[c], std[c]) for c in anchors)  # noqa: E731
+    aucs["anchor"] = a0 = auroc(side(normal), side(anomalous))
+    a0 = a0 if np.isfinite(a0) else 0.5
+    weight = {}
     for c in normal:
         gain = (aucs[c] - a0) / max(1.0 - a0, 1e-3) if np.isfinite(aucs[c]) else 0.0
-        weight[c] = 1.0 if c == anchor else float(np.clip(gain, 0.0, 1.0))
-    return FusionWeights(anchor, mean, std, weight, aucs)
+        weight[c] = 1.0 if c in anchors else float(np.clip(gain, 0.0, 1.0))
+    return FusionWeights(anchors, mean, std, weight, aucs)
 
 
 def fuse_scores(scores: Mapping[str, float | np.ndarray], w: FusionWeights
@@ -77,5 +90,5 @@ def fuse_scores(scores: Mapping[str, float | np.ndarray], w: FusionWeights
     out = 0.0
     for c, wc in w.weight.items():
         if wc > 0:
-            out = out + wc * (np.asarray(scores[c], np.float64) - w.mean[c]) / w.std[c]
+            out = out + wc * _standardise(scores[c], w.mean[c], w.std[c])
     return out
