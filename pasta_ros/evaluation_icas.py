@@ -226,7 +226,7 @@ class _Memory:
     and the patch-kNN bank."""
 
     def __init__(self, model: ICASModel, feats: list[torch.Tensor]) -> None:
-        self.prompt = normal_prompt(model, feats)
+        self.prompt = normal_prompt(model, feats, calibrate=False)
         self.q_r, self.bank = {}, {}
         for tag, fs in (("", feats), ("_agg", [local_aggregate(f) for f in feats])):
             self.q_r[tag] = torch.cat([mask_pool(s, _gqs_masks(model, s))[0] for s in fs])

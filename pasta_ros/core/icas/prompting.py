@@ -54,12 +54,15 @@ class AnomalyPrompt:
 @dataclass(frozen=True)
 class NormalPrompt:
     """ntp ``(k, C)``: whole-image pooled features of k normal shots; q_r ``(k * K, C)``:
-    mask-level embeddings of their potential masks (for MFM)."""
+    mask-level embeddings of their potential masks (for MFM); floor: the highest score any
+    shot reaches against the other k - 1 (leave-one-out; 0 for one shot), the level a normal
+    image already attains, so a vote threshold below it marks normal patches."""
 
     backbone: str
     input_size: tuple[int, int]
     ntp: torch.Tensor
     q_r: torch.Tensor
+    floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,10 @@ def anomaly_prompt(model: ICASModel, feats: torch.Tensor, masks: torch.Tensor,
 
 
 @torch.no_grad()
-def normal_prompt(model: ICASModel, feats: Sequence[torch.Tensor]) -> NormalPrompt:
-    """k normal shots, each ``(1, C, h, w)`` (sizes may differ) -> NormalPrompt."""
+def normal_prompt(model: ICASModel, feats: Sequence[torch.Tensor], *, calibrate: bool = True
+                  ) -> NormalPrompt:
+    """k normal shots, each ``(1, C, h, w)`` (sizes may differ) -> NormalPrompt; ``calibrate``:
+    compute its leave-one-out ``floor`` (k more decoder passes)."""
     if len(feats) == 0:
         raise PastaError("normal prompting needs at least one normal image (zero shots given)")
     ntp = torch.cat([f.mean((-2, -1)) for f in feats])
@@ -100,7 +105,15 @@ def normal_prompt(model: ICASModel, feats: Sequence[torch.Tensor]) -> NormalProm
     for f in feats:
         out = model.decoder(f, f.new_zeros(1, 0, f.shape[1]), ntp[None], model.queries(f))
         q_r.append(mask_pool(f, out.mask_logits.sigmoid())[0])
-    return NormalPrompt(model.arch.backbone, model.arch.input_size, ntp, torch.cat(q_r))
+    arch = model.arch
+    floor = 0.0
+    if calibrate and len(feats) > 1:  # the others' tokens, as computed with all k shots
+        for i, f in enumerate(feats):
+            keep = [j for j in range(len(feats)) if j != i]
+            loo = NormalPrompt(arch.backbone, arch.input_size, ntp[keep],
+                               torch.cat([q_r[j] for j in keep]))
+            floor = max(floor, float(score_normal(model, f, loo).max()))
+    return NormalPrompt(arch.backbone, arch.input_size, ntp, torch.cat(q_r), floor)
 
 
 @torch.no_grad()
