@@ -329,7 +329,7 @@ def _segmentation(model: ICASModel, cat: Category, seed: int, ci: int, threshold
 
 
 def _summary(d: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
-    return {k: {m: list(mean_std(v)) for m, v in row.items()} for k, row in d.items()}
+    return {k: {m: list(mean_std(v)) for m, v in row.items()} for k, row in d.items() if row}
 
 
 @torch.no_grad()

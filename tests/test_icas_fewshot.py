@@ -122,17 +122,17 @@ def test_paste_defects_changes_only_the_masked_area() -> None:
 
 
 def test_labels_only_evaluation(model: ICASModel, tmp_path: Path) -> None:
-    root = _labels_only(tmp_path)
-    res = evaluate(model, [root], seeds=[0, 1], shots=(2, 3),
+    root = _labels_only(tmp_path, n_reference=4)
+    res = evaluate(model, [root], seeds=[0, 1], shots=(2, 4),
                    options=FewShotOptions("flip", calib_defects=1))
     assert res["segmentation"] == {} and res["pixel_auroc"] == {}
     assert "labels only" in res["notes"][0]
-    for k in ("k2", "k3"):
+    for k in ("k2", "k4"):
         assert set(res["auroc"][k]) == {"icas", "patch_knn", "gqs_mfm", "patch_knn_agg",
                                         "gqs_mfm_agg", "icas_fused"}
         assert all(0 <= m <= 100 and s >= 0 for m, s in res["auroc"][k].values())
         assert res["fusion"][k]["weight"]["gqs_mfm_agg"] == [1.0, 0.0]
-    again = evaluate(model, [root], seeds=[0, 1], shots=(2, 3),
+    again = evaluate(model, [root], seeds=[0, 1], shots=(2, 4),
                      options=FewShotOptions("flip", calib_defects=1))
     assert again["auroc"] == res["auroc"]  # seeded end to end
     out = tmp_path / "r.json"
