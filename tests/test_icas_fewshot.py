@@ -183,3 +183,19 @@ def test_local_aggregate_is_the_neighbourhood_mean() -> None:
     assert torch.allclose(out[0, 0, 1:4, 1:4], torch.ones(3, 3)) and out[0, 0, 0].abs().sum() == 0
     assert out[0, 1, 0, 0] == pytest.approx(1.0)  # corner: mean of its 4 cells inside the grid
     assert out[0, 1, 1, 1] == pytest.approx(4.0 / 9)
+
+
+def test_elpv_layout_script(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "elpv_layout.py"
+    env = {"PYTHONPATH": str(script.parents[1]), "PATH": "/usr/bin:/bin"}
+    run = lambda *a: subprocess.run([sys.executable, str(script), *a], env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    ok = run("--labels", str(_fake_elpv(tmp_path)), "--out", str(tmp_path / "o"))
+    assert ok.returncode == 0, ok.stderr
+    counts = json.loads(ok.stdout)
+    assert counts["pool_normal"] == len(list((tmp_path / "o/dev/reference").glob("*.png")))
+    bad = run("--labels", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o2"))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "not found" in bad.stderr
