@@ -5,13 +5,18 @@ the prompt, the other anomalous test images are segmented), interactive segmenta
 random click inside each defect region, up to 3, on the image itself), and few-shot anomaly
 detection with k normal shots drawn from ``reference/`` (image AUROC over all test images).
 Side by side: a PatchCore-style patch-kNN baseline (same backbone, same shots) and the
-training-free parts alone (GQS partition masks + MFM, the Table 7 ablation). Metrics: mIoU =
-anomaly IoU averaged over categories, FB-IoU = mean of anomaly and background IoU, averaged;
-mean and std over seeds.
+training-free parts alone (GQS partition masks + MFM, the Table 7 ablation), each also on
+locally aggregated features (``*_agg``, PatchCore's 3x3 neighbourhood mean), and
+``icas_fused``: those training-free scores with the decoder's, fused by weights calibrated on
+the k shots alone (leave-one-out + synthetic defects pasted on them, ``core/score_fusion.py``).
+Sets with ``test/labels.csv`` and no ``test/masks`` (e.g. ELPV) give the image AUROC rows only.
+Metrics: mIoU = anomaly IoU averaged over categories, FB-IoU = mean of anomaly and background
+IoU, averaged; mean and std over seeds.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,37 +38,81 @@ from pasta_ros.core.icas.prompting import (
     score_normal,
 )
 from pasta_ros.core.metrics import ConfusionMatrix, image_auroc, mean_std
-from pasta_ros.data.images import list_images, read_image
-from pasta_ros.data.layout import DatasetLayout, read_labels_csv, read_mask, test_pairs
+from pasta_ros.core.score_fusion import FusionWeights, calibrate_fusion, fuse_scores
+from pasta_ros.data.icas_synth import paste_defects
+from pasta_ros.data.images import list_images, read_image_channels
+from pasta_ros.data.layout import DatasetLayout, read_labels_csv, read_mask, test_items
 
 SHOTS = (2, 4, 8)
+# Views of each normal shot added to the memory (the k shots themselves are always the first).
+SHOT_AUGMENTS = {"none": 1, "flip": 4, "dihedral": 8}
+LOCAL_AGG = 3  # neighbourhood of the *_agg rows (PatchCore's default)
+# Training-free scores the icas_fused row trusts; the decoder joins only when it beats them on
+# the shot calibration (core/score_fusion.py). Chosen on the ELPV dev half (BENCHMARKS.md).
+FUSION_ANCHORS = ("gqs_mfm_agg", "patch_knn_agg")
 
 
 @dataclass
 class Category:
-    """Encoded category: test features ``(1, C, h, w)`` each, ``(H, W) bool`` anomaly masks,
-    0/1 labels; reference (normal) features."""
+    """Encoded category: test features ``(1, C, h, w)`` each, ``(H, W) bool`` anomaly masks
+    (None for a labels-only set), 0/1 labels; reference (normal) features and their prepared
+    ``(h', w', 3) uint8`` images (for shot augmentation and the fusion calibration)."""
 
     name: str
     test_feats: list[torch.Tensor]
-    test_masks: list[np.ndarray]
+    test_masks: list[np.ndarray | None]
     labels: list[int]
     ref_feats: list[torch.Tensor]
+    ref_images: list[np.ndarray]
+
+    @property
+    def has_masks(self) -> bool:
+        return all(m is not None for m in self.test_masks)
+
+
+def _check_uniform(kinds: dict[Path, tuple[int, int, int]]) -> None:
+    """One size and one channel count per category, else PastaError naming two files."""
+    first, k0 = next(iter(kinds.items()))
+    for path, k in kinds.items():
+        if k != k0:
+            what = "channels" if k[:2] == k0[:2] else "sizes"
+            raise PastaError(f"mixed image {what} in one category: {first} is {k0[1]}x{k0[0]} "
+                             f"with {k0[2]} channel(s), {path} is {k[1]}x{k[0]} with {k[2]}; "
+                             "convert the set to one size and one format (gray or colour)")
 
 
 def load_category(model: ICASModel, root: str | Path) -> Category:
-    """Read and encode one PASTA-layout dataset (test/images, test/masks, reference/)."""
-    layout = DatasetLayout.discover(root)
+    """Read and encode one dataset: ``reference/`` (normal shots) and ``test/images`` with
+    ``test/masks`` or, labels only, ``test/labels.csv``. PastaError when a reference image is
+    also a test image (same pixels: a shot would leak into the test set) or sizes / channels
+    are mixed."""
+    layout = DatasetLayout.for_test(root)
+    items = test_items(layout)
     labels_csv = read_labels_csv(layout.labels_csv) if layout.labels_csv else {}
+    ref_paths = list_images(layout.reference)
+    kinds, read = {}, {}
+    for path in [p for _, p, _ in items] + ref_paths:
+        image, channels = read_image_channels(path)
+        kinds[path], read[path] = (*image.shape[:2], channels), image
+    _check_uniform(kinds)
+    digest = lambda p: hashlib.sha1(read[p].tobytes()).hexdigest()  # noqa: E731
+    test_digests = {digest(p): p for _, p, _ in items}
+    leaked = [(p, test_digests[digest(p)]) for p in ref_paths if digest(p) in test_digests]
+    if leaked:
+        raise PastaError(f"{len(leaked)} reference images are also test images (e.g. "
+                         f"{leaked[0][0]} = {leaked[0][1]}); shots must be disjoint from the "
+                         "test images")
     feats, masks, labels = [], [], []
-    for stem, img_path, mask_path in test_pairs(layout):
-        image = read_image(img_path)
-        feats.append(model.encode([model.prepare(image)]))
-        m = read_mask(mask_path) == 2
+    for stem, img_path, mask_path in items:
+        feats.append(model.encode([model.prepare(read[img_path])]))
+        m = read_mask(mask_path) == 2 if mask_path is not None else None
         masks.append(m)
-        labels.append(int(labels_csv.get(stem, int(m.any()))))
-    refs = [model.encode([model.prepare(read_image(p))]) for p in list_images(layout.reference)]
-    return Category(Path(root).name, feats, masks, labels, refs)
+        if stem not in labels_csv and m is None:
+            raise PastaError(f"{layout.labels_csv} has no label for test image {stem}")
+        labels.append(int(labels_csv.get(stem, int(m.any()) if m is not None else 0)))
+    ref_images = [model.prepare(read[p]) for p in ref_paths]
+    refs = [model.encode([im]) for im in ref_images]
+    return Category(Path(root).name, feats, masks, labels, refs, ref_images)
 
 
 def _full(score: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
@@ -136,71 +185,204 @@ def _interactive_seed(model: ICASModel, cat: Category, rng: np.random.Generator,
 def patch_knn_score(feats: torch.Tensor, shots: list[torch.Tensor]) -> float:
     """PatchCore-style image score: max over target cells of the distance to the nearest
     cell of the normal shots (full memory bank, no coreset at these sizes)."""
-    bank = torch.cat([s.flatten(2)[0].T for s in shots])
+    return _knn(feats, torch.cat([s.flatten(2)[0].T for s in shots]))
+
+
+def _knn(feats: torch.Tensor, bank: torch.Tensor) -> float:
     return float(torch.cdist(feats.flatten(2)[0].T, bank).min(1).values.max())
 
 
+@dataclass(frozen=True)
+class FewShotOptions:
+    """augment: views per shot in the memory (SHOT_AUGMENTS: none, flip = 4 flips,
+    dihedral = 8 flips and rotations); calib_defects: synthetic-defect copies per shot for the
+    fusion calibration (0: no fused row)."""
+
+    augment: str = "none"
+    calib_defects: int = 2
+
+    def __post_init__(self) -> None:
+        if self.augment not in SHOT_AUGMENTS:
+            raise PastaError(f"shot augmentation must be one of {', '.join(SHOT_AUGMENTS)}, "
+                             f"got {self.augment!r}")
+        if self.calib_defects < 0:
+            raise PastaError(f"calib_defects must be >= 0, got {self.calib_defects}")
+
+
+_VIEWS = (lambda x: x, lambda x: x[:, ::-1], lambda x: x[::-1], lambda x: x[::-1, ::-1],
+          lambda x: np.rot90(x, 1), lambda x: np.rot90(x, 3), lambda x: x.transpose(1, 0, 2),
+          lambda x: x[::-1, ::-1].transpose(1, 0, 2))
+
+
+def local_aggregate(feats: torch.Tensor, size: int = LOCAL_AGG) -> torch.Tensor:
+    """PatchCore's local neighbourhood aggregation: ``(B, C, h, w)`` -> same shape, each cell
+    the mean of its ``size x size`` neighbours (borders: of those inside the grid)."""
+    return F.avg_pool2d(feats, size, 1, size // 2, count_include_pad=False)
+
+
+class _Memory:
+    """What k normal shots (and their views) give every method: the decoder's NormalPrompt,
+    and, on the raw and on the locally aggregated features, the GQS+MFM mask embeddings q_r
+    and the patch-kNN bank."""
+
+    def __init__(self, model: ICASModel, feats: list[torch.Tensor]) -> None:
+        self.prompt = normal_prompt(model, feats, calibrate=False)
+        self.q_r, self.bank = {}, {}
+        for tag, fs in (("", feats), ("_agg", [local_aggregate(f) for f in feats])):
+            self.q_r[tag] = torch.cat([mask_pool(s, _gqs_masks(model, s))[0] for s in fs])
+            self.bank[tag] = torch.cat([s.flatten(2)[0].T for s in fs])
+
+    def scores(self, model: ICASModel, f: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+        """Image scores of ``(1, C, h, w)`` target features per method, and the iCAS map."""
+        s = score_normal(model, f, self.prompt)[0]
+        out = {"icas": float(s.max())}
+        for tag, ft in (("", f), ("_agg", local_aggregate(f))):
+            out["patch_knn" + tag] = _knn(ft, self.bank[tag])
+            out["gqs_mfm" + tag] = float(mfm_normal(ft, _gqs_masks(model, ft), self.q_r[tag])
+                                         .max())
+        return out, s
+
+
+class _Shots:
+    """Encoded views of the reference images, each encoded once per category."""
+
+    def __init__(self, model: ICASModel, cat: Category, views: int) -> None:
+        self.model, self.cat, self.views = model, cat, views
+        self.cache: dict[int, list[torch.Tensor]] = {}
+
+    def __call__(self, i: int) -> list[torch.Tensor]:
+        if i not in self.cache:
+            im = self.cat.ref_images[i]
+            self.cache[i] = [self.cat.ref_feats[i]] + [
+                self.model.encode([np.ascontiguousarray(v(im))]) for v in _VIEWS[1:self.views]]
+        return self.cache[i]
+
+
+def _calibrate(model: ICASModel, cat: Category, idx: list[int], shots: _Shots,
+               rng: np.random.Generator, n_defects: int) -> FusionWeights:
+    """Fusion weights from the k shots alone: each shot against the other k-1 (normal) and
+    ``n_defects`` copies of it with synthetic defects (anomalous)."""
+    normal: dict[str, list[float]] = {}
+    anomalous: dict[str, list[float]] = {}
+    for i in idx:
+        mem = _Memory(model, [f for j in idx if j != i for f in shots(j)])
+        for c, v in mem.scores(model, cat.ref_feats[i])[0].items():
+            normal.setdefault(c, []).append(v)
+        for _ in range(n_defects):
+            img, _ = paste_defects(rng, cat.ref_images[i], int(rng.integers(1, 3)))
+            for c, v in mem.scores(model, model.encode([img]))[0].items():
+                anomalous.setdefault(c, []).append(v)
+    return calibrate_fusion({c: np.asarray(v) for c, v in normal.items()},
+                            {c: np.asarray(v) for c, v in anomalous.items()}, FUSION_ANCHORS)
+
+
+def draw_shots(n_reference: int, k: int, rng: np.random.Generator, name: str = "") -> list[int]:
+    """k distinct reference indices, seeded by ``rng``; PastaError when fewer than k exist."""
+    if n_reference < k:
+        raise PastaError(f"category {name}: {k} shots requested but reference/ holds "
+                         f"{n_reference} images")
+    return [int(i) for i in rng.choice(n_reference, k, replace=False)]
+
+
 def _few_shot_seed(model: ICASModel, cat: Category, rng: np.random.Generator, k: int,
-                   ) -> tuple[dict[str, float], dict[int, np.ndarray]]:
-    if len(cat.ref_feats) < k:
-        raise PastaError(f"category {cat.name}: {k} shots requested but reference/ holds "
-                         f"{len(cat.ref_feats)} images")
-    shots = [cat.ref_feats[i] for i in rng.choice(len(cat.ref_feats), k, replace=False)]
-    prompt = normal_prompt(model, shots)
-    q_r = torch.cat([mask_pool(s, _gqs_masks(model, s))[0] for s in shots])
-    scores: dict[str, list[float]] = {"icas": [], "patch_knn": [], "gqs_mfm": []}
+                   opts: FewShotOptions, shots: _Shots
+                   ) -> tuple[dict[str, float], dict[int, np.ndarray], FusionWeights | None]:
+    """Image AUROC per method for one draw of k shots; the iCAS maps (masked sets only) and
+    the fusion weights (None without calibration)."""
+    idx = draw_shots(len(cat.ref_feats), k, rng, cat.name)
+    mem = _Memory(model, [f for i in idx for f in shots(i)])
+    weights = (_calibrate(model, cat, idx, shots, rng, opts.calib_defects)
+               if opts.calib_defects and k >= 2 else None)
+    scores: dict[str, list[float]] = {}
     maps = {}
     for i, f in enumerate(cat.test_feats):
-        s = score_normal(model, f, prompt)[0]
-        maps[i] = _full(s, cat.test_masks[i].shape)
-        scores["icas"].append(float(s.max()))
-        scores["patch_knn"].append(patch_knn_score(f, shots))
-        scores["gqs_mfm"].append(float(mfm_normal(f, _gqs_masks(model, f), q_r).max()))
-    return {m: image_auroc(cat.labels, v) for m, v in scores.items()}, maps
+        comps, s = mem.scores(model, f)
+        if cat.test_masks[i] is not None:
+            maps[i] = _full(s, cat.test_masks[i].shape)
+        if weights is not None:
+            comps["icas_fused"] = float(fuse_scores(comps, weights))
+        for m, v in comps.items():
+            scores.setdefault(m, []).append(v)
+    return {m: image_auroc(cat.labels, v) for m, v in scores.items()}, maps, weights
+
+
+def _pixel_auroc(cat: Category, maps: dict[int, np.ndarray]) -> float:
+    """Pixel AUROC of the k=4 iCAS maps pooled over a category's test images."""
+    from sklearn.metrics import roc_auc_score
+
+    truth = np.concatenate([cat.test_masks[i].ravel() for i in maps])
+    if truth.all() or not truth.any():
+        return float("nan")
+    return float(roc_auc_score(truth, np.concatenate([maps[i].ravel() for i in maps])))
+
+
+def _segmentation(model: ICASModel, cat: Category, seed: int, ci: int, threshold: float,
+                  normal4: dict[int, np.ndarray]) -> dict[str, tuple[float, float]]:
+    ious = _IoU()
+    for i, m in normal4.items():
+        if cat.test_masks[i].any():
+            ious.add("icas_normal_prompt", cat.test_masks[i], m, threshold)
+    _anomaly_prompt_seed(model, cat, np.random.default_rng([seed, ci, 0]), ious, threshold,
+                         normal4)
+    _interactive_seed(model, cat, np.random.default_rng([seed, ci, 1]), ious, threshold)
+    return ious.result()
+
+
+def _summary(d: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
+    return {k: {m: list(mean_std(v)) for m, v in row.items()} for k, row in d.items() if row}
 
 
 @torch.no_grad()
 def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1, 2, 3, 4),
-             shots: tuple[int, ...] = SHOTS, threshold: float = 0.5, progress: bool = False
-             ) -> dict:
+             shots: tuple[int, ...] = SHOTS, threshold: float = 0.5, progress: bool = False,
+             options: FewShotOptions = FewShotOptions()) -> dict:
     """All metrics over the categories in ``roots``: ``{"segmentation": {method: {"miou":
-    [mean, std], "fbiou": [mean, std]}}, "auroc": {"k<n>": {method: [mean, std]}}, ...}``
-    (percent)."""
+    [mean, std], "fbiou": [mean, std]}}, "auroc": {"k<n>": {method: [mean, std]}},
+    "pixel_auroc": {"k4": {"icas": [mean, std]}}, "fusion": {"k<n>": {"weight": {component:
+    [mean, std]}}}, "notes": [...]}`` (percent). Categories without ``test/masks`` (labels
+    only) give image AUROC rows only; the notes name them."""
     from tqdm import tqdm
 
     model.eval()
     cats = [load_category(model, r) for r in tqdm(roots, disable=not progress, desc="encode")]
+    views = [_Shots(model, c, SHOT_AUGMENTS[options.augment]) for c in cats]
     seg: dict[str, dict[str, list[float]]] = {}
     auc: dict[str, dict[str, list[float]]] = {f"k{k}": {} for k in shots}
+    pix: dict[str, dict[str, list[float]]] = {"k4": {}} if 4 in shots else {}
+    fus: dict[str, dict[str, list[float]]] = {f"k{k}": {} for k in shots}
+    notes = [f"{c.name}: labels only (no test/masks): segmentation and pixel AUROC skipped"
+             for c in cats if not c.has_masks]
     for seed in tqdm(list(seeds), disable=not progress, desc="seeds"):
         per_cat: dict[str, list[tuple[float, float]]] = {}
         per_cat_auc: dict[str, dict[str, list[float]]] = {f"k{k}": {} for k in shots}
+        per_cat_pix: list[float] = []
         for ci, cat in enumerate(cats):
-            ious = _IoU()
             normal4: dict[int, np.ndarray] = {}
             for k in shots:
                 rng = np.random.default_rng([seed, ci, k])
-                res, maps = _few_shot_seed(model, cat, rng, k)
-                if k == 4:
-                    normal4 = maps
-                    for i, m in maps.items():
-                        if cat.test_masks[i].any():
-                            ious.add("icas_normal_prompt", cat.test_masks[i], m, threshold)
+                res, maps, weights = _few_shot_seed(model, cat, rng, k, options, views[ci])
+                normal4 = maps if k == 4 else normal4
                 for m, v in res.items():
                     per_cat_auc[f"k{k}"].setdefault(m, []).append(v * 100)
-            _anomaly_prompt_seed(model, cat, np.random.default_rng([seed, ci, 0]), ious,
-                                 threshold, normal4)
-            _interactive_seed(model, cat, np.random.default_rng([seed, ci, 1]), ious, threshold)
-            for m, v in ious.result().items():
+                for c, w in (weights.weight.items() if weights else ()):
+                    fus[f"k{k}"].setdefault(c, []).append(w)
+            if not cat.has_masks:
+                continue
+            if normal4:
+                per_cat_pix.append(100 * _pixel_auroc(cat, normal4))
+            for m, v in _segmentation(model, cat, seed, ci, threshold, normal4).items():
                 per_cat.setdefault(m, []).append(v)
         for k, d in per_cat_auc.items():  # mean over categories, then mean/std over seeds
             for m, vals in d.items():
                 auc[k].setdefault(m, []).append(float(np.nanmean(vals)))
+        if per_cat_pix and pix:
+            pix["k4"].setdefault("icas", []).append(float(np.nanmean(per_cat_pix)))
         for m, vals in per_cat.items():
             d = seg.setdefault(m, {"miou": [], "fbiou": []})
             d["miou"].append(100 * float(np.mean([v[0] for v in vals])))
             d["fbiou"].append(100 * float(np.mean([v[1] for v in vals])))
     return {"categories": [c.name for c in cats], "seeds": list(seeds), "threshold": threshold,
-            "segmentation": {m: {k: list(mean_std(v)) for k, v in d.items()}
-                             for m, d in seg.items()},
-            "auroc": {k: {m: list(mean_std(v)) for m, v in d.items()} for k, d in auc.items()}}
+            "shot_augment": options.augment, "calib_defects": options.calib_defects,
+            "segmentation": _summary(seg), "auroc": _summary(auc), "pixel_auroc": _summary(pix),
+            "fusion": {k: {"weight": {c: list(mean_std(v)) for c, v in d.items()}}
+                       for k, d in fus.items() if d}, "notes": notes}

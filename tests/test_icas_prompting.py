@@ -108,7 +108,8 @@ def test_evaluate_and_cli(model: ICASModel, tmp_path: Path) -> None:
     for m in ("icas_anomaly_prompt", "gqs_mfm_anomaly_prompt", "icas_interactive"):
         miou, std = res["segmentation"][m]["miou"]
         assert 0 <= miou <= 100 and std >= 0
-    assert set(res["auroc"]["k2"]) == {"icas", "patch_knn", "gqs_mfm"}
+    assert set(res["auroc"]["k2"]) == {"icas", "patch_knn", "gqs_mfm", "patch_knn_agg",
+                                       "gqs_mfm_agg", "icas_fused"}
 
     from pasta_ros.cli import main
     ckpt = save_checkpoint(tmp_path / "m.pt", model, stage="anomaly", step=0)

@@ -179,3 +179,65 @@ def test_evaluate_cli_with_the_icas_vote(run_cli, tiny_model, tiny_steel, predic
                        (["--icas", "replace", "--icas-anomaly-image", str(ckpt)], "go together")):
         code, _, err = run_cli(base + args + ["--icas-checkpoint", str(ckpt)])
         assert code == 2 and word in err, err
+
+
+def test_negative_clicks(predictor, tmp_path: Path) -> None:
+    """A negative click adds a non-target token pooled under its disk; it wins where it
+    overlaps the positive area, and a prompt left with no positive pixel is refused."""
+    predictor.clear()
+    rgb, labels = scene(24)
+    image = _write(tmp_path / "a.png", rgb)
+    apply_request(predictor, PromptRequest("anomaly", [image], points=[30.0, 40.0]))
+    plain = predictor.anomaly
+    msg = apply_request(predictor, PromptRequest("anomaly", [image], points=[30.0, 40.0],
+                                                 negative_points=[150.0, 60.0, 10.0, 100.0]))
+    assert "2 negative click(s)" in msg
+    with_neg = predictor.anomaly
+    assert plain.q_ntp.shape[0] == 1 and with_neg.q_ntp.shape[0] == 2
+    assert torch.equal(plain.q_p, with_neg.q_p)
+    neg_score = predictor.score_grid(rgb, "anomaly")[0]
+    predictor.set_prompt(plain)
+    assert not torch.allclose(neg_score, predictor.score_grid(rgb, "anomaly")[0])
+    with pytest.raises(PastaError, match="outside the negative clicks"):
+        apply_request(predictor, PromptRequest("anomaly", [image], points=[30.0, 40.0],
+                                               negative_points=[30.0, 40.0]))
+    with pytest.raises(PastaError, match="groups of 2"):
+        apply_request(predictor, PromptRequest("anomaly", [image], points=[30.0, 40.0],
+                                               negative_points=[1.0]))
+    assert predictor.anomaly is plain  # failed calls keep the prompt
+    predictor.clear()
+
+
+def test_normal_prompt_floor_raises_the_vote_threshold(predictor) -> None:
+    """floor = the highest score a shot reaches against the other shots (by hand here); with a
+    normal prompt alone no patch at or below it is voted anomalous."""
+    from pasta_ros.core.icas.prompting import NormalPrompt, normal_prompt, score_normal
+
+    model = predictor.model
+    feats = [predictor._features(scene(s)[0]) for s in (40, 41, 42)]
+    prompt = normal_prompt(model, feats)
+    k = model.arch.decoder.queries
+    by_hand = 0.0
+    for i in range(3):
+        keep = [j for j in range(3) if j != i]
+        loo = NormalPrompt(prompt.backbone, prompt.input_size, prompt.ntp[keep],
+                           torch.cat([prompt.q_r[j * k:(j + 1) * k] for j in keep]))
+        by_hand = max(by_hand, float(score_normal(model, feats[i], loo).max()))
+    assert prompt.floor == pytest.approx(by_hand) and prompt.floor > 0
+    assert normal_prompt(model, feats, calibrate=False).floor == 0.0
+    assert normal_prompt(model, feats[:1]).floor == 0.0
+    low = IcasVote(predictor, "combine", threshold=min(prompt.floor / 2, 0.5))
+    assert low.patch_threshold(prompt) > prompt.floor
+    assert low.patch_threshold(None) == low.threshold
+    high = IcasVote(predictor, "combine", threshold=1.0)
+    assert high.patch_threshold(prompt) == 1.0 or prompt.floor >= 1.0
+    predictor.clear()
+    predictor.set_prompt(prompt)
+    rgb = scene(43)[0]
+    grid = (8, 8)
+    score = torch.nn.functional.interpolate(predictor.score_grid(rgb)[0][None, None], size=grid,
+                                            mode="bilinear", align_corners=False)[0, 0]
+    voted = low.patch_map(rgb, grid)
+    assert torch.equal(voted, score >= low.patch_threshold(prompt))
+    assert not voted[score <= prompt.floor].any()
+    predictor.clear()

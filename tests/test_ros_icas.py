@@ -200,3 +200,14 @@ def test_pasta_prompts_command(ros, outputs, files):
     out = cmd_prompts(cli(["prompts", "--clear", "normal"]))
     assert (out["normal_shots"], out["anomaly_prompt"]) == (0, True)
     assert cmd_prompts(cli(["prompts", "--clear", "all"]))["anomaly_prompt"] is False
+
+
+def test_negative_clicks_over_dds(ros, camera, outputs, files):
+    res = call(ros, action="anomaly", image_files=[files["anomaly"]], points=[40.0, 60.0],
+               negative_points=[120.0, 64.0, 10.0, 10.0])
+    assert res.success and res.anomaly_prompt and "2 negative click(s)" in res.message
+    res = call(ros, action="anomaly", image_files=[files["anomaly"]], points=[40.0, 60.0],
+               negative_points=[40.0, 60.0])  # the negative disk covers the only positive one
+    assert not res.success and "outside the negative clicks" in res.message
+    assert res.anomaly_prompt  # the previous prompt is kept
+    assert call(ros, action="clear").success

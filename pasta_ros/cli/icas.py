@@ -70,6 +70,8 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
                    help="clicks on --prompt-image: 'x,y;x,y'")
     p.add_argument("--boxes", type=parse_points, default=[], help="boxes on --prompt-image: "
                    "'x0,y0,x1,y1;...'")
+    p.add_argument("--negative-points", type=parse_points, default=[],
+                   help="clicks on --prompt-image on what is NOT the anomaly: 'x,y;x,y'")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="cpu")
 
@@ -81,6 +83,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=parse_ints, default=[0, 1, 2, 3, 4])
     p.add_argument("--shots", type=parse_ints, default=[2, 4, 8])
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--shot-augment", choices=("none", "flip", "dihedral"), default="none",
+                   help="views of each normal shot in the memory (flip: 4, dihedral: 8)")
+    p.add_argument("--calib-defects", type=int, default=2,
+                   help="synthetic-defect copies per shot calibrating the icas_fused row "
+                        "(0: no fused row)")
     p.add_argument("--json", type=Path)
 
 
@@ -112,7 +119,7 @@ def cmd_icas_segment(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from pasta_ros.core.errors import PastaError
-    from pasta_ros.core.icas.prompting import ICASPredictor, area_mask
+    from pasta_ros.core.icas.prompting import ICASPredictor, area_mask, negative_mask
     from pasta_ros.data.images import list_images, read_image
 
     pred = ICASPredictor.from_checkpoint(args.checkpoint, device=args.device,
@@ -127,7 +134,11 @@ def cmd_icas_segment(args: argparse.Namespace) -> dict:
                 else cv2.imread(str(args.prompt_mask), cv2.IMREAD_GRAYSCALE))
         if mask is None:
             raise PastaError(f"cannot read prompt mask {args.prompt_mask}")
-        pred.set_anomaly_prompt(image, mask)
+        pred.set_prompt(pred.encode_anomaly_prompt(
+            image, mask, negative_mask(image.shape[:2], args.negative_points)))
+    elif args.negative_points:
+        raise PastaError("--negative-points need --prompt-image with --points, --boxes or "
+                         "--prompt-mask")
     args.out.mkdir(parents=True, exist_ok=True)
     scores = {}
     for path in list_images(args.images):
@@ -151,13 +162,14 @@ def dataset_roots(paths: list[Path]) -> list[Path]:
 def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
     from pasta_ros.core.errors import PastaError
     from pasta_ros.core.icas.model import load_icas_model
-    from pasta_ros.evaluation_icas import evaluate
+    from pasta_ros.evaluation_icas import FewShotOptions, evaluate
 
     roots = dataset_roots(args.data)
     if not roots:
         raise PastaError(f"no dataset (folder with reference/) under {args.data}")
+    opts = FewShotOptions(args.shot_augment, args.calib_defects)
     res = evaluate(load_icas_model(args.checkpoint), roots, args.seeds, tuple(args.shots),
-                   args.threshold, progress=not getattr(args, "quiet", False))
+                   args.threshold, progress=not getattr(args, "quiet", False), options=opts)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))

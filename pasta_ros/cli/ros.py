@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--mask", type=Path, help="anomaly mask image (nonzero = anomaly)")
     q.add_argument("--points", default="", help="clicks 'x,y;x,y' in image pixels")
     q.add_argument("--boxes", default="", help="boxes 'x0,y0,x1,y1;...' in image pixels")
+    q.add_argument("--negative-points", default="",
+                   help="clicks on what is NOT the anomaly, 'x,y;x,y' (with --points/--boxes)")
     q.add_argument("--topic", default="", help="image topic in the bag (default: the node's)")
     q.add_argument("--max-images", type=int, default=0, help="frames from a bag (0: node's)")
     q.add_argument("--service", default="pasta/set_prompts", help="service name")
@@ -141,6 +143,12 @@ def prompts_request(args: argparse.Namespace):
     req = SetPrompts.Request(image_topic=args.topic, max_images=max(args.max_images, 0),
                              mask_file=_absolute(args.mask), points=_numbers(args.points),
                              boxes=_numbers(args.boxes))
+    negative = _numbers(getattr(args, "negative_points", ""))
+    if negative:
+        if not hasattr(req, "negative_points"):
+            raise PastaError("this pasta_msgs has no SetPrompts.negative_points: rebuild it "
+                             "(bash scripts/build_msgs.sh <venv>)")
+        req.negative_points = negative
     if args.clear:
         req.action = "clear" if args.clear == "all" else f"clear_{args.clear}"
     elif args.normal or args.normal_bag:

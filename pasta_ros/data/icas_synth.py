@@ -325,3 +325,23 @@ def write_benchmark(root, texture: str, kind: str, *, seed: int, size: int = 224
         write_mask(root / f"test/masks/{stem}.png", (mask * 2).astype(np.uint8))
         labels[stem] = int(mask.any())
     write_labels_csv(root / "test/labels.csv", labels)
+
+
+def paste_defects(rng: np.random.Generator, image: np.ndarray, n_defects: int = 1,
+                  textures: tuple[str, ...] = TRAIN_TEXTURES, strength: float = 1.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic defects of one random kind and style on a copy of a real image (the k normal
+    shots, to calibrate a score fusion): ``(H, W, 3) uint8`` -> same-shape ``uint8`` image and
+    ``(H, W) bool`` defect mask. ``strength`` in (0, 1]: opacity of the defects (fainter ones
+    are harder to find). Any aspect ratio: coverage is drawn on the long side's square and
+    cropped."""
+    h, w = image.shape[:2]
+    size = max(h, w)
+    img = image.astype(np.float32) / 255.0
+    style = sample_style(rng, str(rng.choice(DEFECTS)), textures)
+    mask = np.zeros((h, w), bool)
+    for _ in range(n_defects):
+        cov = np.ascontiguousarray(defect_coverage(rng, style, size)[:h, :w])
+        mask |= cov >= 0.5
+        apply_defect(rng, img, cov * np.float32(strength), style)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), mask

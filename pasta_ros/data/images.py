@@ -129,7 +129,14 @@ def check_encoded_pixels(raw: bytes | np.ndarray, max_pixels: int, what: str) ->
 
 
 def read_image(path: str | Path, max_pixels: int = 0, min_side: int = 0) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8`` RGB.
+    """Read an image file as ``(H, W, 3) uint8`` RGB (see :func:`read_image_channels`)."""
+    return read_image_channels(path, max_pixels, min_side)[0]
+
+
+def read_image_channels(path: str | Path, max_pixels: int = 0,
+                        min_side: int = 0) -> tuple[np.ndarray, int]:
+    """Read an image file as ``(H, W, 3) uint8`` RGB, with the file's own channel count
+    (1 gray, 3 colour, 4 with alpha), for callers that must not mix gray and colour sets.
 
     Decodes with OpenCV (``IMREAD_UNCHANGED``, so 16-bit and alpha are seen and handled by
     :func:`to_rgb_uint8`; EXIF orientation is not applied). An image of more than
@@ -163,7 +170,7 @@ def read_image(path: str | Path, max_pixels: int = 0, min_side: int = 0) -> np.n
     except ImageReadError as exc:
         raise ImageReadError(f"{path}: {exc}") from exc
     check_image_size(rgb.shape[1], rgb.shape[0], max_pixels, f"image {path}", min_side)
-    return rgb
+    return rgb, 1 if img.ndim == 2 else int(img.shape[2])
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -294,7 +294,9 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
         req = PromptRequest(request.action, list(request.image_files), request.bag,
                             request.image_topic or self.sub.topic_name,
                             int(request.max_images) or s.icas_max_prompt_images,
-                            request.mask_file, list(request.points), list(request.boxes))
+                            request.mask_file, list(request.points), list(request.boxes),
+                            # absent from a pasta_msgs built before negative clicks
+                            list(getattr(request, "negative_points", ())))
         try:
             response.message = apply_request(self._icas_predictor(), req)
             response.success = True

@@ -9,7 +9,8 @@ Actions:
 
 - ``normal``: the images are normal shots (k >= 1) -> normal prompting;
 - ``anomaly``: the first image with ``mask_file`` (nonzero = anomaly) or with ``points`` /
-  ``boxes`` (turned into area masks) -> anomaly prompting;
+  ``boxes`` (turned into area masks), plus optional ``negative_points`` (clicks on what is not
+  the anomaly) -> anomaly prompting;
 - ``clear_normal``, ``clear_anomaly``, ``clear``: drop those prompts.
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pasta_ros.core.errors import PastaError
-from pasta_ros.core.icas.prompting import ICASPredictor, area_mask
+from pasta_ros.core.icas.prompting import ICASPredictor, area_mask, negative_mask
 from pasta_ros.data.bags import read_bag_images
 from pasta_ros.data.images import read_image
 
@@ -40,6 +41,7 @@ class PromptRequest:
     mask_file: str = ""
     points: Sequence[float] = field(default_factory=tuple)
     boxes: Sequence[float] = field(default_factory=tuple)
+    negative_points: Sequence[float] = field(default_factory=tuple)
 
 
 def _pairs(values: Sequence[float], size: int, name: str) -> list[tuple[float, ...]]:
@@ -95,8 +97,10 @@ def apply_request(predictor: ICASPredictor, req: PromptRequest) -> str:
                          _pairs(req.boxes, 4, "boxes"))
     else:
         raise PastaError("an anomaly prompt needs mask_file, or points / boxes on the image")
-    predictor.set_prompt(predictor.encode_anomaly_prompt(image, mask))
-    return f"anomaly prompt set ({int(mask.sum())} prompt pixels)"
+    negative = negative_mask(image.shape[:2], _pairs(req.negative_points, 2, "negative_points"))
+    predictor.set_prompt(predictor.encode_anomaly_prompt(image, mask, negative))
+    extra = "" if negative is None else f", {len(req.negative_points) // 2} negative click(s)"
+    return f"anomaly prompt set ({int(mask.sum())} prompt pixels{extra})"
 
 
 def prompt_state(predictor: ICASPredictor | None) -> dict:

@@ -54,12 +54,15 @@ class AnomalyPrompt:
 @dataclass(frozen=True)
 class NormalPrompt:
     """ntp ``(k, C)``: whole-image pooled features of k normal shots; q_r ``(k * K, C)``:
-    mask-level embeddings of their potential masks (for MFM)."""
+    mask-level embeddings of their potential masks (for MFM); floor: the highest score any
+    shot reaches against the other k - 1 (leave-one-out; 0 for one shot), the level a normal
+    image already attains, so a vote threshold below it marks normal patches."""
 
     backbone: str
     input_size: tuple[int, int]
     ntp: torch.Tensor
     q_r: torch.Tensor
+    floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,17 +76,28 @@ class ICASResult:
     mode: str
 
 
-def anomaly_prompt(model: ICASModel, feats: torch.Tensor, masks: torch.Tensor) -> AnomalyPrompt:
-    """feats ``(N, C, h, w)`` of N prompt images; masks ``(N, H, W)`` float in [0, 1]."""
+def anomaly_prompt(model: ICASModel, feats: torch.Tensor, masks: torch.Tensor,
+                   negative: torch.Tensor | None = None) -> AnomalyPrompt:
+    """feats ``(N, C, h, w)`` of N prompt images; masks ``(N, H, W)`` float in [0, 1];
+    negative: optional ``(N, H, W)`` areas marked as *not* the target (negative clicks). Each
+    nonempty one adds a non-target token pooled under it, next to the one under 1 - M_r, so
+    the decoder and MFM see explicitly what the target is not."""
     if masks.flatten(1).amax(1).min() <= 0:
         raise PastaError("empty prompt mask: mark at least one pixel of the anomaly")
     q_p, q_ntp = prompt_tokens(feats, masks.to(feats))
+    if negative is not None:
+        neg = negative.to(feats)
+        keep = neg.flatten(1).amax(1) > 0
+        if keep.any():
+            q_ntp = torch.cat([q_ntp, mask_pool(feats[keep], neg[keep, None])[:, 0]])
     return AnomalyPrompt(model.arch.backbone, model.arch.input_size, q_p, q_ntp)
 
 
 @torch.no_grad()
-def normal_prompt(model: ICASModel, feats: Sequence[torch.Tensor]) -> NormalPrompt:
-    """k normal shots, each ``(1, C, h, w)`` (sizes may differ) -> NormalPrompt."""
+def normal_prompt(model: ICASModel, feats: Sequence[torch.Tensor], *, calibrate: bool = True
+                  ) -> NormalPrompt:
+    """k normal shots, each ``(1, C, h, w)`` (sizes may differ) -> NormalPrompt; ``calibrate``:
+    compute its leave-one-out ``floor`` (k more decoder passes)."""
     if len(feats) == 0:
         raise PastaError("normal prompting needs at least one normal image (zero shots given)")
     ntp = torch.cat([f.mean((-2, -1)) for f in feats])
@@ -91,7 +105,15 @@ def normal_prompt(model: ICASModel, feats: Sequence[torch.Tensor]) -> NormalProm
     for f in feats:
         out = model.decoder(f, f.new_zeros(1, 0, f.shape[1]), ntp[None], model.queries(f))
         q_r.append(mask_pool(f, out.mask_logits.sigmoid())[0])
-    return NormalPrompt(model.arch.backbone, model.arch.input_size, ntp, torch.cat(q_r))
+    arch = model.arch
+    floor = 0.0
+    if calibrate and len(feats) > 1:  # the others' tokens, as computed with all k shots
+        for i, f in enumerate(feats):
+            keep = [j for j in range(len(feats)) if j != i]
+            loo = NormalPrompt(arch.backbone, arch.input_size, ntp[keep],
+                               torch.cat([q_r[j] for j in keep]))
+            floor = max(floor, float(score_normal(model, f, loo).max()))
+    return NormalPrompt(arch.backbone, arch.input_size, ntp, torch.cat(q_r), floor)
 
 
 @torch.no_grad()
@@ -140,6 +162,13 @@ def area_mask(shape: tuple[int, int], points: Sequence[Sequence[float]] = (),
     if not m.any():
         raise PastaError(f"no point or box lies inside the {w}x{h} image")
     return m.astype(np.float32)
+
+
+def negative_mask(shape: tuple[int, int], points: Sequence[Sequence[float]] = (),
+                  radius: float | None = None) -> np.ndarray | None:
+    """Negative clicks -> ``(H, W) float32`` area (disks as in :func:`area_mask`), or None when
+    there are none."""
+    return area_mask(shape, points, (), radius) if len(points) else None
 
 
 class ICASPredictor:
@@ -196,15 +225,26 @@ class ICASPredictor:
                              "set the prompt again from its images")
 
     # -- prompts --------------------------------------------------------------------------
-    def encode_anomaly_prompt(self, image: np.ndarray, mask: np.ndarray) -> AnomalyPrompt:
-        """One prompt image and its ``(H, W)`` anomaly mask -> AnomalyPrompt (not set)."""
-        if mask.shape[:2] != image.shape[:2] or mask.ndim != 2:
-            raise PastaError(f"prompt mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                             f"{image.shape[1]}x{image.shape[0]}; they must be the same size")
-        if not np.any(mask):
-            raise PastaError("empty prompt mask: mark at least one pixel of the anomaly")
-        m = torch.from_numpy((np.asarray(mask) > 0).astype(np.float32))[None]
-        return anomaly_prompt(self.model, self._features(image), m)
+    def encode_anomaly_prompt(self, image: np.ndarray, mask: np.ndarray,
+                              negative: np.ndarray | None = None) -> AnomalyPrompt:
+        """One prompt image and its ``(H, W)`` anomaly mask -> AnomalyPrompt (not set).
+        ``negative``: optional ``(H, W)`` area that is not the anomaly (negative clicks); it
+        wins where it overlaps the mask."""
+        for name, m in (("prompt mask", mask), ("negative mask", negative)):
+            if m is not None and (m.shape[:2] != image.shape[:2] or m.ndim != 2):
+                raise PastaError(f"{name} is {m.shape[1]}x{m.shape[0]} but its image is "
+                                 f"{image.shape[1]}x{image.shape[0]}; they must be the same "
+                                 "size")
+        pos = np.asarray(mask) > 0
+        neg = None if negative is None else np.asarray(negative) > 0
+        if neg is not None:
+            pos &= ~neg
+        if not np.any(pos):
+            raise PastaError("empty prompt mask: mark at least one pixel of the anomaly"
+                             + (" outside the negative clicks" if neg is not None else ""))
+        t = lambda m: torch.from_numpy(m.astype(np.float32))[None]  # noqa: E731
+        return anomaly_prompt(self.model, self._features(image), t(pos),
+                              None if neg is None else t(neg))
 
     def encode_normal_prompt(self, images: Sequence[np.ndarray]) -> NormalPrompt:
         """k normal images -> NormalPrompt (not set). Zero images raise PastaError."""
@@ -227,9 +267,13 @@ class ICASPredictor:
         self.set_prompt(self.encode_normal_prompt(images))
 
     def set_interactive_prompt(self, image: np.ndarray, points: Sequence = (),
-                               boxes: Sequence = (), radius: float | None = None) -> None:
-        """Clicks ``(x, y)`` and boxes ``(x0, y0, x1, y1)`` in image pixels -> anomaly prompt."""
-        self.set_anomaly_prompt(image, area_mask(image.shape[:2], points, boxes, radius))
+                               boxes: Sequence = (), radius: float | None = None,
+                               negative_points: Sequence = ()) -> None:
+        """Clicks ``(x, y)`` and boxes ``(x0, y0, x1, y1)`` in image pixels -> anomaly prompt;
+        ``negative_points`` ``(x, y)``: clicks on what is *not* the anomaly."""
+        self.set_prompt(self.encode_anomaly_prompt(
+            image, area_mask(image.shape[:2], points, boxes, radius),
+            negative_mask(image.shape[:2], negative_points, radius)))
 
     def clear(self, which: str = "all") -> None:
         """Drop the 'anomaly', 'normal' or 'all' prompts."""

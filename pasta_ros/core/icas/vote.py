@@ -9,6 +9,10 @@ the vote threshold stay PASTA's; only the per-patch "anomalous" bit changes:
 - ``combine``: anomalous = an anomaly cluster OR iCAS (the union: an object PASTA calls an
   anomaly stays one, iCAS can only add).
 
+With a normal prompt alone, the threshold is raised to just above the highest score a normal
+shot reaches against the other shots (:attr:`NormalPrompt.floor`, leave-one-out), so that an
+under-trained decoder that scores normal patches high cannot add them.
+
 With no prompt set the vote is PASTA's alone (:meth:`IcasVote.patch_map` returns None), so a
 node running with iCAS on keeps producing usable masks before anyone has prompted it.
 """
@@ -22,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pasta_ros.core.errors import PastaError
-from pasta_ros.core.icas.prompting import ICASPredictor
+from pasta_ros.core.icas.prompting import ICASPredictor, NormalPrompt
 
 ICAS_MODES = ("off", "replace", "combine")
 
@@ -50,10 +54,18 @@ class IcasVote:
         normal, anomaly = self.predictor.prompts()
         if normal is None and anomaly is None:
             return None
-        score, _ = self.predictor.score_grid(image)
+        score, mode = self.predictor.score_grid(image)
         on_grid = F.interpolate(score[None, None].float(), size=grid, mode="bilinear",
                                 align_corners=False)[0, 0]
-        return (on_grid >= self.threshold).to(device)
+        return (on_grid >= self.patch_threshold(normal if mode == "normal" else None)).to(device)
+
+    def patch_threshold(self, normal: NormalPrompt | None) -> float:
+        """The score from which a patch is anomalous: :attr:`threshold`, raised with a normal
+        prompt alone to just above its leave-one-out ``floor`` (a level the normal shots
+        themselves reach is no evidence of an anomaly)."""
+        if normal is None or normal.floor < self.threshold:
+            return self.threshold
+        return float(np.nextafter(np.float32(normal.floor), np.float32(2.0)))
 
     def merge(self, pasta: torch.Tensor, icas: torch.Tensor | None) -> torch.Tensor:
         """PASTA's ``(h, w) bool`` anomaly patches with the iCAS ones, by :attr:`mode`."""
