@@ -233,6 +233,7 @@ def node_io(tiny_model, tmp_path_factory):
     )
 
     out = tmp_path_factory.mktemp("corpus_node")
+    model = shutil.copytree(tiny_model, out / "model")  # frames of new sizes export graphs
     session = RosSession("pasta_test_corpus_client")
     rgb, _, _ = render_scene("steel", np.random.default_rng(5), W, H, 4, 2)
     io = {"rgb": rgb}
@@ -243,7 +244,7 @@ def node_io(tiny_model, tmp_path_factory):
                                           lambda ns: compressed_msg(rgb, ns))):
                 ns, topic = f"{NS}_{kind}", f"{TOPIC}_{kind}"
                 args = ["-r", "__node:=pasta_node", "-r", f"__ns:={ns}", "-r", f"image:={topic}",
-                        "-p", f"model_dir:={tiny_model}", "-p", f"input_type:={kind}",
+                        "-p", f"model_dir:={model}", "-p", f"input_type:={kind}",
                         "-p", f"models_root:={out / 'models'}", "-p", "diagnostics_period:=0.2",
                         "-p", "max_image_pixels:=40000"]
                 proc = stack.enter_context(running_node(session, args, out / f"{kind}.log",

@@ -43,6 +43,17 @@ class _Reader:
         pass
 
 
+def cpu_has_vnni() -> bool:
+    """True when this CPU has VNNI int8 dot products (AVX512-VNNI or AVX-VNNI; Linux
+    /proc/cpuinfo). Without them ONNX Runtime's u8 x s8 kernels can saturate the 16-bit
+    intermediate sums, so weights are quantized to 7 bits (``reduce_range``) instead."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "vnni" in flags
+
+
 def quantize_int8(fp32: Path, out: Path, inputs: Sequence[np.ndarray], *,
                   input_name: str = "image", holdout: int = 2) -> dict:
     """Write the int8 graph of ``fp32`` to ``out``, calibrated on ``inputs`` (all but the last
@@ -67,6 +78,7 @@ def quantize_int8(fp32: Path, out: Path, inputs: Sequence[np.ndarray], *,
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(out), _Reader(input_name, calib),
                         quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=not cpu_has_vnni(),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     ref_s, q_s = ort_session(fp32), ort_session(out)

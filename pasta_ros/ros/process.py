@@ -62,19 +62,27 @@ SHM_PREFIXES = ("fastrtps_", "fastdds_")  # segments and their lock files; not s
 def _shm_in_use() -> set[str]:
     """Paths under /dev/shm that a live process has open or mapped (readable /proc only)."""
     used: set[str] = set()
+    shm = str(SHM_DIR)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            for fd in (proc / "fd").iterdir():
+            fds = list((proc / "fd").iterdir())
+        except OSError:  # ended meanwhile, or not ours to read
+            fds = []
+        for fd in fds:
+            try:  # each fd on its own: one closing meanwhile must not hide the others
                 target = os.readlink(fd)
-                if target.startswith(str(SHM_DIR)):
-                    used.add(target.removesuffix(" (deleted)"))
-            for line in (proc / "maps").read_text().splitlines():
-                if str(SHM_DIR) in line:
-                    used.add(line[line.index(str(SHM_DIR)):].removesuffix(" (deleted)"))
-        except OSError:  # the process ended meanwhile, or is not ours to read
+            except OSError:
+                continue
+            if target.startswith(shm):
+                used.add(target.removesuffix(" (deleted)"))
+        try:
+            maps = (proc / "maps").read_text().splitlines()
+        except OSError:
             continue
+        used.update(line[line.index(shm):].removesuffix(" (deleted)")
+                    for line in maps if shm in line)
     return used
 
 
