@@ -191,16 +191,38 @@ def test_camera_info_cache_pairs_the_nearest_stamp_within_the_slop():
 
 
 def test_a_stopped_camera_warns_then_errors():
-    from pasta_ros.ros.diagnostics import status_level
+    from pasta_ros.ros.diagnostics import Limits, status_level
 
     base = {"rate_hz": 0.0, "latency_p50_ms": 0.0, "model_id": "m", "frames_bad": 0,
             "frames_in": 5, "frames_processed": 5}
-    assert status_level(base | {"input_age_s": 0.5}, None, 2.0)[0] == 0
-    level, message = status_level(base | {"input_age_s": 3.0}, None, 2.0)
+    two = Limits(input_timeout_s=2.0)
+    assert status_level(base | {"input_age_s": 0.5}, None, two)[0] == 0
+    level, message = status_level(base | {"input_age_s": 3.0}, None, two)
     assert level == 1 and "no camera frame for 3.0 s" in message
     assert "check the camera" in message
-    assert status_level(base | {"input_age_s": 10.0}, None, 2.0)[0] == 2
-    assert status_level(base | {"input_age_s": 9.9}, None, 2.0)[0] == 1
+    assert status_level(base | {"input_age_s": 10.0}, None, two)[0] == 2
+    assert status_level(base | {"input_age_s": 9.9}, None, two)[0] == 1
+
+
+def test_latency_rate_and_drop_thresholds():
+    from pasta_ros.ros.diagnostics import Limits, status_level
+
+    prev = {"rate_hz": 5.0, "latency_p50_ms": 50.0, "model_id": "m", "frames_bad": 0,
+            "frames_in": 100, "frames_processed": 50, "frames_dropped": 50,
+            "latency_p95_ms": 80.0, "input_age_s": 0.1}
+    now = prev | {"frames_in": 110, "frames_processed": 52, "frames_dropped": 58,
+                  "rate_hz": 2.0}  # 8 of 10 dropped, 2 Hz out
+    assert status_level(now, prev, Limits())[0] == 0  # every threshold off by default
+    assert status_level(now, prev, Limits(latency_warn_ms=70.0))[0] == 1
+    level, message = status_level(now, prev, Limits(latency_error_ms=79.0))
+    assert level == 2 and "latency p95 80 ms > 79 ms" in message
+    level, message = status_level(now, prev, Limits(min_rate_hz=5.0))
+    assert level == 1 and "output rate 2 Hz < 5 Hz" in message
+    level, message = status_level(now, prev, Limits(drop_share_warn=0.5))
+    assert level == 1 and "dropped 8 of 10 frames" in message
+    assert status_level(now, prev, Limits(drop_share_warn=0.8))[0] == 0  # 0.8 is not > 0.8
+    idle = now | {"frames_in": 100, "frames_dropped": 50}  # no frames came: no rate verdict
+    assert status_level(idle, prev, Limits(min_rate_hz=5.0))[0] == 0
 
 
 def test_input_age_counts_from_the_start_then_from_the_last_frame():

@@ -7,8 +7,11 @@ does not (a stripped ROS install), the same values go out as one JSON object in 
 ``std_msgs/String`` on ``pasta/diagnostics_json`` instead, and a warning says so.
 
 Level: ERROR when no camera frame came for 5 x ``input_timeout_s``, WARN after
-``input_timeout_s`` (a dead camera is not OK at 0 Hz), WARN on new bad frames, on frames that
-arrive but are not processed, or on calibration self-checks; OK otherwise.
+``input_timeout_s`` (a dead camera is not OK at 0 Hz); ERROR / WARN when the latency p95
+passes ``diag_latency_error_ms`` / ``diag_latency_warn_ms``; WARN on new bad frames, frames lost
+in the middleware, frames that arrive but are not processed, an output rate under
+``diag_min_rate_hz`` or a drop share over ``diag_drop_share_warn`` while frames come, or on
+calibration self-checks; OK otherwise.
 
 Keys: rate_hz, input_age_s (seconds since the last input frame), latency_p50_ms,
 latency_p95_ms (receive -> publish in the node),
@@ -21,6 +24,7 @@ model_dir, lineage, backend (what frames run on, e.g. onnxruntime fp32), recalib
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 try:
@@ -38,18 +42,54 @@ def status_name(node_name: str) -> str:
 FALLBACK_TOPIC = "pasta/diagnostics_json"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Diagnostics thresholds (node parameters ``input_timeout_s`` and ``diag_*``; 0 = off,
+    ``drop_share_warn`` 1.0 = off)."""
+
+    input_timeout_s: float = 2.0
+    latency_warn_ms: float = 0.0
+    latency_error_ms: float = 0.0
+    min_rate_hz: float = 0.0
+    drop_share_warn: float = 1.0
+
+
+def _flow_level(values: dict[str, Any], previous: dict[str, Any] | None,
+                limits: Limits) -> tuple[int, str] | None:
+    """WARN / ERROR from latency p95, output rate and drop share (while frames come)."""
+    p95 = float(values.get("latency_p95_ms", 0.0))
+    if limits.latency_error_ms and p95 > limits.latency_error_ms:
+        return 2, f"latency p95 {p95:g} ms > {limits.latency_error_ms:g} ms (ERROR)"
+    if limits.latency_warn_ms and p95 > limits.latency_warn_ms:
+        return 1, f"latency p95 {p95:g} ms > {limits.latency_warn_ms:g} ms (WARN)"
+    if previous is None:
+        return None
+    came = values["frames_in"] - previous["frames_in"]
+    rate = float(values.get("rate_hz", 0.0))
+    if limits.min_rate_hz and came > 0 and rate < limits.min_rate_hz:
+        return 1, f"output rate {rate:g} Hz < {limits.min_rate_hz:g} Hz (WARN)"
+    dropped = values["frames_dropped"] - previous["frames_dropped"]
+    if came > 0 and dropped / came > limits.drop_share_warn:
+        return 1, (f"dropped {dropped} of {came} frames in the last period "
+                   f"(> {limits.drop_share_warn:.0%}, WARN)")
+    return None
+
+
 def status_level(values: dict[str, Any], previous: dict[str, Any] | None,
-                 input_timeout_s: float = 2.0) -> tuple[int, str]:
+                 limits: Limits = Limits()) -> tuple[int, str]:
     """(level, message): see the module docstring. Levels follow DiagnosticStatus (0 OK,
     1 WARN, 2 ERROR)."""
     summary = (f"{values['rate_hz']} Hz, latency p50 {values['latency_p50_ms']} ms, "
                f"model {values['model_id']}")
-    age = float(values.get("input_age_s", 0.0))
-    if age >= input_timeout_s:
-        level = 2 if age >= 5 * input_timeout_s else 1
-        return level, (f"no camera frame for {age:.1f} s (WARN after {input_timeout_s:g} s, "
-                       f"ERROR after {5 * input_timeout_s:g} s): check the camera and the "
+    age, timeout = float(values.get("input_age_s", 0.0)), limits.input_timeout_s
+    if age >= timeout:
+        level = 2 if age >= 5 * timeout else 1
+        return level, (f"no camera frame for {age:.1f} s (WARN after {timeout:g} s, "
+                       f"ERROR after {5 * timeout:g} s): check the camera and the "
                        "image topic; " + summary)
+    flow = _flow_level(values, previous, limits)
+    if flow is not None and flow[0] == 2:
+        return flow[0], f"{flow[1]}; " + summary
     if previous is not None:
         if values["frames_bad"] > previous["frames_bad"]:
             return 1, f"skipped {values['frames_bad'] - previous['frames_bad']} bad frame(s) " \
@@ -60,6 +100,8 @@ def status_level(values: dict[str, Any], previous: dict[str, Any] | None,
         if values["frames_in"] > previous["frames_in"] and \
                 values["frames_processed"] == previous["frames_processed"]:
             return 1, "frames arrive but none was processed in the last period; " + summary
+    if flow is not None:
+        return flow[0], f"{flow[1]}; " + summary
     if values.get("self_checks"):
         return 1, f"calibration self-checks: {values['self_checks']}; " + summary
     return 0, summary
@@ -81,9 +123,9 @@ class DiagnosticsPublisher:
                                       f"{FALLBACK_TOPIC} as JSON")
 
     def publish(self, values: dict[str, Any], hardware_id: str = "",
-                input_timeout_s: float = 2.0) -> None:
+                limits: Limits = Limits()) -> None:
         """One report; ``hardware_id``: the camera's frame_id (last frame seen)."""
-        level, message = status_level(values, self._previous, input_timeout_s)
+        level, message = status_level(values, self._previous, limits)
         self._previous = dict(values)
         if DiagnosticArray is None:
             from std_msgs.msg import String

@@ -51,7 +51,12 @@ from pasta_ros.data.images import check_encoded_pixels, check_image_size
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.ros import convert
 from pasta_ros.ros.camera_info import CameraInfoCache
-from pasta_ros.ros.diagnostics import DiagnosticsPublisher, self_check_values, status_name
+from pasta_ros.ros.diagnostics import (
+    DiagnosticsPublisher,
+    Limits,
+    self_check_values,
+    status_name,
+)
 from pasta_ros.ros.frames import Frame, LatestFrame
 from pasta_ros.ros.model_selection import ModelSelectionInterface
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
@@ -332,8 +337,11 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
                if self.camera_info is not None else {})}
 
     def _publish_diagnostics(self) -> None:
+        s = self.settings
         self.diagnostics.publish(self.status(), self.camera_frame_id,
-                                 self.settings.input_timeout_s)
+                                 Limits(s.input_timeout_s, s.diag_latency_warn_ms,
+                                        s.diag_latency_error_ms, s.diag_min_rate_hz,
+                                        s.diag_drop_share_warn))
 
     # ------------------------------------------------------------------ parameters
     def _on_parameters(self, params) -> SetParametersResult:

@@ -70,6 +70,16 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               "in pasta_msgs/Instance.contour (0 = no contour)", lo=0, hi=4096, dynamic=True),
     ParamSpec("input_timeout_s", 2.0, "diagnostics: WARN when no camera frame came for this "
               "long, ERROR after 5 times as long", lo=0.05, hi=3600.0, dynamic=True),
+    ParamSpec("diag_latency_warn_ms", 0.0, "diagnostics: WARN when the latency p95 (receive "
+              "-> publish) exceeds this (0 = off)", lo=0.0, hi=1e6, dynamic=True),
+    ParamSpec("diag_latency_error_ms", 0.0, "diagnostics: ERROR when the latency p95 exceeds "
+              "this (0 = off)", lo=0.0, hi=1e6, dynamic=True),
+    ParamSpec("diag_min_rate_hz", 0.0, "diagnostics: WARN when frames come but outputs go out "
+              "at less than this rate (0 = off)", lo=0.0, hi=1000.0, dynamic=True),
+    ParamSpec("diag_drop_share_warn", 1.0, "diagnostics: WARN when more than this share of "
+              "the period's frames was dropped (the node works on the newest frame, so a camera "
+              "faster than inference drops by design; 1.0 = off)", lo=0.0, hi=1.0,
+              dynamic=True),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages",
               lo=0.05, hi=60.0),
     ParamSpec("icas_mode", "off", "iCAS (in-context anomaly segmentation from prompts set with "
