@@ -218,10 +218,10 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
             if isinstance(msg, CompressedImage):  # refused from the header, before decoding
                 check_encoded_pixels(msg.data, limit, "frame")
                 rgb = convert.compressed_to_rgb(msg)
-            else:
+                check_image_size(rgb.shape[1], rgb.shape[0], limit, "frame")
+            else:  # the message states its size: checked before converting
                 check_image_size(msg.width, msg.height, limit, "frame")
                 rgb = convert.image_to_rgb(msg)
-            check_image_size(rgb.shape[1], rgb.shape[0], limit, "frame")
         except Exception as exc:  # noqa: BLE001 - any bad frame is skipped, never fatal
             self.frames.bad_frame(str(exc))
             self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=5.0)

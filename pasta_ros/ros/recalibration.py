@@ -259,19 +259,19 @@ class Recalibrator:
             min_frames: int, on_success: Callable[[Outcome], None], *,
             feedback: Feedback | None = None, cache_dir: Path | None = None,
             cancelled: Callable[[], bool] = lambda: False) -> Outcome:
-        if not self._busy.acquire(blocking=False):
-            return Outcome(False, "refused: a recalibration is already running; call again "
-                                  "when it has finished")
-        try:
+        with self.exclusive() as free:
+            if not free:
+                return Outcome(False, "refused: a recalibration is already running; call "
+                                      "again when it has finished")
             return self._run(req, cfg, running, store, min_frames, on_success, feedback,
                              cache_dir, cancelled)
-        finally:
-            self._busy.release()
 
-    def _gave_up(self, cancelled: Callable[[], bool]) -> str | None:
-        if self.stop.is_set():
-            return "abandoned: the node is shutting down"
-        return "cancelled" if cancelled() else None
+    def _gave_up(self, cancelled: Callable[[], bool]) -> Outcome | None:
+        """The answer when the caller cancelled or the node is stopping, else None."""
+        why = "abandoned: the node is shutting down" if self.stop.is_set() else \
+            "cancelled" if cancelled() else None
+        return None if why is None else Outcome(
+            False, f"recalibration {why}: nothing committed", cancelled=True)
 
     def _run(self, req, cfg, running, store, min_frames, on_success, feedback, cache_dir,
              cancelled) -> Outcome:
@@ -288,10 +288,9 @@ class Recalibrator:
         outcome = None
         try:
             while outcome is None:
-                why = self._gave_up(cancelled)
-                if why:
-                    return Outcome(False, f"recalibration {why}: nothing committed",
-                                   cancelled=True)
+                gave_up = self._gave_up(cancelled)
+                if gave_up is not None:
+                    return gave_up
                 if not receive.poll(0.1):
                     if proc.is_alive():
                         continue
@@ -333,11 +332,10 @@ class Recalibrator:
             outcome.pipeline = new_pipeline(outcome.model_dir, outcome.model,
                                             recalibration_config(cfg, running.model, req),
                                             running)
-            why = self._gave_up(cancelled)
-            if why:
+            gave_up = self._gave_up(cancelled)
+            if gave_up is not None:
                 discard(outcome.model_dir)
-                return Outcome(False, f"recalibration {why}: nothing committed",
-                               cancelled=True)
+                return gave_up
             store.set_latest(outcome.model_dir.name)
         except USER_ERRORS as exc:
             discard(outcome.model_dir)
