@@ -22,7 +22,6 @@ from pasta_ros.core.instance_metrics import (
     paint_instances,
 )
 from pasta_ros.core.metrics import ConfusionMatrix, binary_iou, image_auroc, mean_std
-from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.data.images import read_image
 from pasta_ros.data.layout import (
     DatasetLayout,
@@ -139,8 +138,7 @@ def evaluate_grid(layout: DatasetLayout, cfg: PastaConfig, extractor: FeatureExt
         for seed in seeds:
             run_cfg = cfg.replace(clusters=k, seed=seed)
             model = calibrate(cached, *sources, run_cfg, weights_hash=weights_hash, quiet=quiet)
-            segmenter = build_segmenter(run_cfg.segmenter, model, run_cfg)
-            pipe = PastaPipeline(model, cached, segmenter, run_cfg.vote_threshold)
+            pipe = PastaPipeline.assemble(model, cached, run_cfg, run_cfg.vote_threshold)
             metrics = evaluate(pipe, layout, quiet=quiet)
             metrics.pop("ms_per_image")  # not a frame latency with cached features
             metrics.update(clusters=k, seed=seed, anomaly_clusters=int(model.anomaly.sum()))

@@ -25,7 +25,6 @@ from pasta_ros.core.features import FeatureExtractor
 from pasta_ros.core.methods import METHODS
 from pasta_ros.core.metrics import mean_std
 from pasta_ros.core.model_io import CalibratedModel
-from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.data.layout import DatasetLayout
 from pasta_ros.evaluation import METRICS, CachingExtractor, evaluate
 from pasta_ros.pipeline import PastaPipeline
@@ -103,8 +102,7 @@ def run_one(extractor: FeatureExtractor, layout: DatasetLayout, sources, cfg: Pa
     model = METHODS[cfg.method].calibrate(extractor, *sources, cfg, weights_hash=weights_hash,
                                           quiet=True)
     seconds = time.perf_counter() - t0
-    pipe = PastaPipeline(model, extractor, build_segmenter(cfg.segmenter, model, cfg),
-                         cfg.vote_threshold)
+    pipe = PastaPipeline.assemble(model, extractor, cfg, cfg.vote_threshold)
     metrics = evaluate(pipe, layout, quiet=True)
     metrics.pop("ms_per_image")  # not a frame latency with cached features
     return metrics, seconds, model

@@ -27,6 +27,8 @@ from pasta_ros.core.model_io import CalibratedModel, load_model
 from pasta_ros.core.pasta_object import ObjectVote
 from pasta_ros.core.preprocess import network_size
 from pasta_ros.core.segmenters import Segmenter, build_segmenter
+from pasta_ros.core.segmenters.base import PointSegmenter
+from pasta_ros.core.segmenters.points import build_point_segmenter
 from pasta_ros.core.threads import configure_threads
 from pasta_ros.core.waw_method import WawObjects
 
@@ -136,7 +138,7 @@ class PastaPipeline:
     def __init__(self, model: CalibratedModel, extractor: FeatureExtractor,
                  segmenter: Segmenter, vote_threshold: float,
                  cluster_map_fn: Callable[[Sequence[np.ndarray]], torch.Tensor] | None = None,
-                 ) -> None:
+                 point_segmenter: PointSegmenter | None = None) -> None:
         if extractor.channels != model.channels:
             raise ModelError(f"the model has {model.channels}-dim centres but backbone "
                              f"{extractor.info.name} (colour weight {extractor.color_weight}) "
@@ -149,7 +151,8 @@ class PastaPipeline:
         self.centers = torch.from_numpy(model.centers).to(extractor.device)
         self.anomaly_lut = torch.from_numpy(model.anomaly).to(extractor.device)
         # a "waw" model votes per object (core/waw_method.py), not per patch
-        self.waw = (WawObjects.from_model(model, extractor, segmenter)
+        self.point_segmenter = point_segmenter
+        self.waw = (WawObjects.from_model(model, extractor, segmenter, point_segmenter)
                     if model.method == "waw" else None)
         self.object_vote = (ObjectVote.from_model(model) if model.method == "pasta_object"
                             else None)
@@ -187,8 +190,24 @@ class PastaPipeline:
         prepare_runtime(extractor.backbone, model.input_size, extractor.info.stride)
         vote = cfg.vote_threshold if explicit and "vote_threshold" in explicit \
             else model.vote_threshold
-        return cls(model, extractor, build_segmenter(cfg.segmenter, model, cfg), vote,
-                   cluster_map_fn)
+        return cls.assemble(model, extractor, cfg, vote, cluster_map_fn)
+
+    @classmethod
+    def assemble(cls, model: CalibratedModel, extractor: FeatureExtractor, cfg: PastaConfig,
+                 vote_threshold: float,
+                 cluster_map_fn: Callable[[Sequence[np.ndarray]], torch.Tensor] | None = None,
+                 ) -> PastaPipeline:
+        """A pipeline for ``model`` on ``extractor`` with the segmenters ``cfg`` names: the
+        instance segmenter, and for a WaW ExG model the point segmenter it was calibrated
+        with (its recorded ``waw_point_segmenter``; the checkpoint from ``cfg``)."""
+        params = model.method_params or {}
+        point_segmenter = None
+        if model.method == "waw" and params.get("waw_masks") == "exg":
+            point_segmenter = build_point_segmenter(  # at the calibration's min_area
+                params.get("waw_point_segmenter", "watershed"),
+                cfg.replace(min_area=params["min_area"]))
+        return cls(model, extractor, build_segmenter(cfg.segmenter, model, cfg),
+                   vote_threshold, cluster_map_fn, point_segmenter)
 
     @property
     def backend(self) -> str:
@@ -209,7 +228,8 @@ class PastaPipeline:
         segmenter = build_segmenter(cfg.segmenter, self.model, cfg) if "min_area" in changed \
             else self.segmenter
         vote = cfg.vote_threshold if "vote_threshold" in changed else self.vote_threshold
-        return PastaPipeline(self.model, self.extractor, segmenter, vote, self.cluster_map_fn)
+        return PastaPipeline(self.model, self.extractor, segmenter, vote, self.cluster_map_fn,
+                             self.point_segmenter)
 
     @torch.inference_mode()
     def process(self, image: np.ndarray, *, with_instances: bool = True,

@@ -4,9 +4,11 @@ ExG (Woebbecke et al.) on chromatic coordinates ``r, g, b = R, G, B / (R + G + B
 ``2g - r - b`` in [-1, 2]: about 0 for grey soil, stones and metal, 0.3-0.8 for vegetation.
 Pixels above a threshold are vegetation. As in WaW, each vegetation blob is prompted with
 points (distance-transform peaks, at least ``spacing`` pixels apart) and the instances are
-grown from those points: here by the weight-free watershed on the distance transform (the
-seeded form of the ``clusters`` segmenter's split). Dense prompts over-segment large plants,
-which is WaW's documented behaviour (PASTA §IV-A) and why it extracts many features.
+grown from those points by a point segmenter: SAM 3's point-prompted decoder when a checkpoint
+is given, else the weight-free watershed on the distance transform (the seeded form of the
+``clusters`` segmenter's split); see :mod:`pasta_ros.core.segmenters.points`. Dense prompts
+over-segment large plants, which is WaW's documented behaviour (PASTA §IV-A) and why it
+extracts many features.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from skimage.segmentation import watershed
 
 from pasta_ros.core.errors import ImageError
+from pasta_ros.core.segmenters.base import PointSegmenter
 from pasta_ros.core.segmenters.clusters import fill_holes, relabel_without_small
 
 
@@ -80,8 +83,26 @@ def instances_from_points(mask: np.ndarray, points: np.ndarray, min_area: int) -
     return relabel_without_small(grown, min_area)
 
 
-def exg_instances(rgb: np.ndarray, threshold: float, spacing: int,
-                  min_area: int) -> np.ndarray:
-    """``(H, W, 3) uint8`` RGB -> ``(H, W) int32`` vegetation instances (0 = soil)."""
+class WatershedPoints:
+    """The weight-free point segmenter: one instance grown per point over the region
+    (:func:`instances_from_points`); the image is not looked at."""
+
+    name = "watershed"
+
+    def __init__(self, min_area: int) -> None:
+        self.min_area = int(min_area)
+
+    def segment_points(self, image: np.ndarray, region: np.ndarray,
+                       points: np.ndarray) -> np.ndarray:
+        """``(H, W, 3) uint8``, ``(H, W) bool``, ``(P, 2) int64`` -> ``(H, W) int32`` ids."""
+        return instances_from_points(region, points, self.min_area)
+
+
+def exg_instances(rgb: np.ndarray, threshold: float, spacing: int, min_area: int,
+                  point_segmenter: PointSegmenter | None = None) -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB -> ``(H, W) int32`` vegetation instances (0 = soil): the ExG
+    mask, its point prompts, and one instance per point from ``point_segmenter`` (default
+    :class:`WatershedPoints`; SAM 3 when weights are given, see ``segmenters/points.py``)."""
     mask = vegetation_mask(rgb, threshold, min_area)
-    return instances_from_points(mask, point_prompts(mask, spacing), min_area)
+    segmenter = point_segmenter or WatershedPoints(min_area)
+    return segmenter.segment_points(rgb, mask, point_prompts(mask, spacing))

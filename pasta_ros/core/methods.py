@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pasta_ros.core.options import Option
+from pasta_ros.core.segmenters.points import AUTO, POINT_SEGMENTERS
 
 if TYPE_CHECKING:  # annotations only: the config schema imports this module
     from pasta_ros.core.model_io import CalibratedModel
@@ -55,6 +56,11 @@ WAW_OPTIONS = (
                                "Target Feature Bag", lo=0, hi=100000),
     Option("waw_exg_threshold", 0.1, "waw exg: vegetation where ExG = 2g-r-b (chromatic) "
                                      "exceeds this", lo=-1.0, hi=2.0),
+    Option("waw_point_segmenter", AUTO, "waw exg: what grows an instance from each point "
+                                        "prompt: sam3 (SAM 3's point-prompted decoder, needs "
+                                        "sam3_weights), watershed (weight-free), auto (sam3 "
+                                        "when sam3_weights is set)",
+           choices=(AUTO, *POINT_SEGMENTERS)),
     Option("waw_point_spacing", 24, "waw exg: point prompts at least this many pixels apart "
                                     "(smaller = denser prompts, more objects)", lo=1, hi=4096),
     Option("waw_crop_size", 64, "waw: masked object crops are resized to this square size "

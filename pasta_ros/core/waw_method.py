@@ -7,8 +7,10 @@ one embedding per object from its masked crop (:mod:`object_embed`, any registry
 object is an anomaly.
 
 Object masks (``waw_masks``):
-- ``exg``: the paper's WaW: Excess Green vegetation mask, point prompts, instances grown from
-  the points (:mod:`exg`); plants only (needs colour and green objects);
+- ``exg``: the paper's WaW: Excess Green vegetation mask, point prompts, one instance per
+  point from the point segmenter ``waw_point_segmenter`` (:mod:`exg`,
+  :mod:`pasta_ros.core.segmenters.points`: SAM 3 when ``sam3_weights`` is given, else the
+  weight-free watershed); plants only (needs colour and green objects);
 - ``segmenter``: the config's registry segmenter (``clusters``, or ``sam3`` with weights).
   ``clusters`` needs background clusters and a colour model: they come from PASTA's Phase 1
   (one scene-level K-Means, no anomaly analysis), stored in the model as for ``pasta``.
@@ -30,8 +32,8 @@ import torch
 
 from pasta_ros.core import waw
 from pasta_ros.core.clustering import assign_clusters
-from pasta_ros.core.errors import CalibrationError
-from pasta_ros.core.exg import exg_instances
+from pasta_ros.core.errors import CalibrationError, ModelError
+from pasta_ros.core.exg import WatershedPoints, exg_instances
 from pasta_ros.core.features import FeatureExtractor, ImageSource
 from pasta_ros.core.model_io import CalibratedModel
 from pasta_ros.core.object_embed import embed_objects
@@ -39,11 +41,12 @@ from pasta_ros.core.segmenters.color_model import N_BINS
 
 if TYPE_CHECKING:
     from pasta_ros.core.config import PastaConfig
-    from pasta_ros.core.segmenters.base import Segmenter
+    from pasta_ros.core.segmenters.base import PointSegmenter, Segmenter
 
 log = logging.getLogger(__name__)
 PARAMS = ("waw_masks", "waw_k_sphere", "waw_k_v", "waw_vote_share", "waw_min_votes",
-          "waw_exg_threshold", "waw_point_spacing", "waw_crop_size", "min_area", "segmenter")
+          "waw_exg_threshold", "waw_point_spacing", "waw_crop_size", "min_area", "segmenter",
+          "waw_point_segmenter")
 
 
 @dataclass
@@ -51,7 +54,8 @@ class WawObjects:
     """Per-image object masks and embeddings, and (with a bag) the feature vote.
 
     centers: ``(K, C) float32`` scene codebook for the ``clusters`` segmenter (segmenter
-    route); bag ``(M, C) float32`` and radii ``(M,) float32`` once calibrated."""
+    route); bag ``(M, C) float32`` and radii ``(M,) float32`` once calibrated;
+    point_segmenter grows the ExG route's instances from its point prompts."""
 
     extractor: FeatureExtractor
     params: dict
@@ -59,14 +63,28 @@ class WawObjects:
     centers: torch.Tensor | None = None
     bag: np.ndarray | None = None
     radii: np.ndarray | None = None
+    point_segmenter: PointSegmenter | None = None
 
     @classmethod
     def from_model(cls, model: CalibratedModel, extractor: FeatureExtractor,
-                   segmenter: Segmenter | None) -> WawObjects:
-        """The runtime of a calibrated ``waw`` model (its settings come from the model)."""
+                   segmenter: Segmenter | None,
+                   point_segmenter: PointSegmenter | None = None) -> WawObjects:
+        """The runtime of a calibrated ``waw`` model (its settings come from the model).
+        Without ``point_segmenter`` an ExG model runs the watershed, and one calibrated with
+        SAM 3 point masks is refused (the masks, hence the features, would differ)."""
+        params = model.method_params
+        recorded = params.get("waw_point_segmenter", "watershed")  # older models: watershed
+        if point_segmenter is None and params["waw_masks"] == "exg":
+            if recorded != "watershed":
+                raise ModelError(f"this WaW model was calibrated with {recorded} point masks: "
+                                 "give the same checkpoint (sam3_weights) to run it")
+            point_segmenter = WatershedPoints(params["min_area"])
+        elif point_segmenter is not None and point_segmenter.name != recorded:
+            raise ModelError(f"this WaW model was calibrated with {recorded} point masks, not "
+                             f"{point_segmenter.name}: set waw_point_segmenter {recorded}")
         centers = torch.from_numpy(model.centers).to(extractor.device)
-        return cls(extractor, model.method_params, segmenter, centers,
-                   model.method_arrays["bag"], model.method_arrays["radii"])
+        return cls(extractor, params, segmenter, centers, model.method_arrays["bag"],
+                   model.method_arrays["radii"], point_segmenter)
 
     def instance_ids(self, prepared: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(H', W', 3) uint8`` network-size image -> ``(H', W') int32`` object ids and the
@@ -74,7 +92,7 @@ class WawObjects:
         p = self.params
         if p["waw_masks"] == "exg":
             return exg_instances(prepared, p["waw_exg_threshold"], p["waw_point_spacing"],
-                                 p["min_area"]), None
+                                 p["min_area"], self.point_segmenter), None
         cmap = assign_clusters(self.extractor.features([prepared]), self.centers)[0]
         return self.segmenter.segment(prepared, cmap).astype(np.int32), cmap
 
@@ -145,17 +163,22 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
     ``cache_dir`` is accepted for the common signature and unused: the object features are
     few and stay in memory."""
     from pasta_ros.core.segmenters import build_segmenter
+    from pasta_ros.core.segmenters.points import build_point_segmenter
 
     t0 = time.perf_counter()
     params = {k: getattr(cfg, k) for k in PARAMS}
+    point_segmenter = None
     if cfg.waw_masks == "segmenter":
         model = _segmenter_stats(extractor, baseline, reference, empty, cfg, weights_hash,
                                  quiet)
         segmenter = build_segmenter(cfg.segmenter, model, cfg)
     else:
         model, segmenter = _weight_free_stats(extractor, cfg, weights_hash), None
+        point_segmenter = build_point_segmenter(cfg.waw_point_segmenter, cfg)
+    params["waw_point_segmenter"] = point_segmenter.name if point_segmenter else "watershed"
     objects = WawObjects(extractor, params, segmenter,
-                         torch.from_numpy(model.centers).to(extractor.device))
+                         torch.from_numpy(model.centers).to(extractor.device),
+                         point_segmenter=point_segmenter)
     done = [0]
 
     def on_image() -> None:

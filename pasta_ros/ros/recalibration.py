@@ -161,12 +161,10 @@ def new_pipeline(model_dir: Path, model: CalibratedModel, cfg: PastaConfig,
     extractor is reused as it is (same backbone, input size and colour weight by
     construction), so an ONNX Runtime / TensorRT node stays on it with no export; a fused
     graph (centres inside) is exported for the new model into its ``engines/``."""
-    from pasta_ros.core.segmenters import build_segmenter
 
     if running.cluster_map_fn is not None:
         return PastaPipeline.load(model_dir, cfg)
-    return PastaPipeline(model, running.extractor, build_segmenter(cfg.segmenter, model, cfg),
-                         model.vote_threshold)
+    return PastaPipeline.assemble(model, running.extractor, cfg, model.vote_threshold)
 
 
 def discard(model_dir: Path | None) -> None:

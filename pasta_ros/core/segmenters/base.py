@@ -1,4 +1,5 @@
-"""The pluggable segmenter interface: class-agnostic, disjoint instance masks."""
+"""The pluggable segmenter interfaces: class-agnostic, disjoint instance masks, from the
+whole image (:class:`Segmenter`) or from point prompts (:class:`PointSegmenter`)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,18 @@ class Segmenter(Protocol):
     name: str
 
     def segment(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray: ...
+
+
+class PointSegmenter(Protocol):
+    """Grows one instance per point prompt (WaW's object masks; registry in :mod:`.points`).
+
+    ``segment_points(image, region, points)``: image ``(H, W, 3) uint8`` RGB, region
+    ``(H, W) bool`` (where objects may be, e.g. the ExG vegetation mask), points ``(P, 2)
+    int64`` (x, y) pixels inside the region. Returns ``(H, W) int32`` disjoint ids inside the
+    region, 0 = none; a point may give no instance, and duplicates are merged.
+    """
+
+    name: str
+
+    def segment_points(self, image: np.ndarray, region: np.ndarray,
+                       points: np.ndarray) -> np.ndarray: ...

@@ -82,7 +82,28 @@ def paint_disjoint(masks: np.ndarray, min_area: int) -> np.ndarray:
     return lut[ids]
 
 
-def _read_preprocessor(folder: Path) -> tuple[tuple, tuple, int | None]:
+def checkpoint_folder(path: str | Path, also: str = "") -> Path:
+    """The checkpoint folder ``path`` (``~`` expanded); PastaError naming what a Hugging Face
+    snapshot of facebook/sam3 holds when it has no ``config.json``."""
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        extra = f" and {also}" if also else ""
+        raise PastaError(f"SAM 3 checkpoint not found: {folder} needs config.json, the "
+                         f"weights (*.safetensors){extra}, as in a Hugging Face snapshot of "
+                         "facebook/sam3")
+    return folder
+
+
+def square_pixel_values(image: np.ndarray, side: int, mean: torch.Tensor, std: torch.Tensor,
+                        device: torch.device) -> torch.Tensor:
+    """``(H, W, 3) uint8`` -> ``(1, 3, side, side) float32``: resized (bilinear), scaled to
+    [0, 1] and normalised by ``(1, 3, 1, 1)`` mean / std, on ``device``."""
+    resized = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
+    x = torch.from_numpy(resized).permute(2, 0, 1)[None].float().div_(255.0)
+    return ((x - mean) / std).to(device)
+
+
+def read_preprocessor(folder: Path) -> tuple[tuple, tuple, int | None]:
     """mean, std and square size from ``preprocessor_config.json`` or ``processor_config.json``
     (the facebook/sam3 snapshot has the latter); SAM 3's defaults if neither exists."""
     f = next((folder / n for n in ("preprocessor_config.json", "processor_config.json")
@@ -138,11 +159,7 @@ class Sam3Segmenter:
     def from_pretrained(cls, path: str | Path, prompt: str = DEFAULT_PROMPT,
                         **kwargs) -> Sam3Segmenter:
         """Load ``Sam3Model`` and its tokenizer from a local folder (no download)."""
-        folder = Path(path).expanduser()
-        if not (folder / "config.json").is_file():
-            raise PastaError(f"SAM 3 checkpoint not found: {folder} needs config.json, the "
-                             "weights (*.safetensors) and the tokenizer files, as in a "
-                             "Hugging Face snapshot of facebook/sam3")
+        folder = checkpoint_folder(path, "the tokenizer files")
         from transformers import AutoTokenizer, Sam3Model
 
         from pasta_ros.core.backbones.hf import _quiet_transformers
@@ -154,7 +171,7 @@ class Sam3Segmenter:
                 tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise PastaError(f"cannot load SAM 3 from {folder}: {exc}") from exc
-        mean, std, size = _read_preprocessor(folder)
+        mean, std, size = read_preprocessor(folder)
         kwargs = {"mean": mean, "std": std, "image_size": size, **kwargs}
         return cls(model, tokenizer, prompt, **kwargs)
 
@@ -175,10 +192,7 @@ class Sam3Segmenter:
 
     def pixel_values(self, image: np.ndarray) -> torch.Tensor:
         """``(H, W, 3) uint8`` -> ``(1, 3, S, S) float32`` normalised, S = model input side."""
-        s = self.image_size
-        resized = cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(resized).permute(2, 0, 1)[None].float().div_(255.0)
-        return ((x - self._mean) / self._std).to(self.device)
+        return square_pixel_values(image, self.image_size, self._mean, self._std, self.device)
 
     @torch.inference_mode()
     def detect(self, image: np.ndarray) -> Sam3Detections:

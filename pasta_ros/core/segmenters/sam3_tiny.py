@@ -40,10 +40,10 @@ def tiny_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[])
 
 
-def tiny_config(image_size: int = TINY_IMAGE_SIZE, num_queries: int = 12):
-    """A ``Sam3Config`` with 32-wide layers: ViT (2 layers, one windowed, one global), FPN,
-    1-layer CLIP text encoder, 1-layer DETR encoder/decoder, mask decoder."""
-    from transformers import Sam3Config, Sam3VisionConfig, Sam3ViTConfig
+def tiny_vision_config(image_size: int = TINY_IMAGE_SIZE):
+    """A ``Sam3VisionConfig``: 32-wide ViT (2 layers, one windowed, one global) + FPN; the
+    image encoder of both tiny SAM 3 models (text-prompted and point-prompted)."""
+    from transformers import Sam3VisionConfig, Sam3ViTConfig
 
     grid = image_size // 14
     vit = Sam3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -52,10 +52,18 @@ def tiny_config(image_size: int = TINY_IMAGE_SIZE, num_queries: int = 12):
                         pretrain_image_size=image_size // 2,
                         rope_parameters={"rope_type": "axial", "rope_theta": 10000.0})
     sizes = [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
+    return Sam3VisionConfig(backbone_config=vit, fpn_hidden_size=32,
+                            backbone_feature_sizes=sizes)
+
+
+def tiny_config(image_size: int = TINY_IMAGE_SIZE, num_queries: int = 12):
+    """A ``Sam3Config`` with 32-wide layers: ViT (2 layers, one windowed, one global), FPN,
+    1-layer CLIP text encoder, 1-layer DETR encoder/decoder, mask decoder."""
+    from transformers import Sam3Config
+
     small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
     return Sam3Config(
-        vision_config=Sam3VisionConfig(backbone_config=vit, fpn_hidden_size=32,
-                                       backbone_feature_sizes=sizes),
+        vision_config=tiny_vision_config(image_size),
         text_config={"model_type": "clip_text_model", "vocab_size": 520, "hidden_size": 32,
                      "intermediate_size": 64, "projection_dim": 32, "num_hidden_layers": 1,
                      "num_attention_heads": 2, "max_position_embeddings": 32,
