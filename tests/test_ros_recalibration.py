@@ -279,7 +279,9 @@ def test_a_cancelled_goal_answers_at_once_and_commits_nothing(ros, bags, io, mod
     answered = time.monotonic() - t_cancel
     ((status, res),) = box
     assert status == GoalStatus.STATUS_CANCELED and not res.success
-    assert "nothing committed" in res.message and answered < 2.0
+    # the node polls for the cancel every 0.1 s and kills the worker at once; the bound is
+    # loose because CI's 2 cores also run the node's inference and the worker
+    assert "nothing committed" in res.message and answered < 5.0
     out, _, _ = io
     out.wait_diagnostics(lambda v: v["recalibrating"] is False, 120.0)  # the worker ended
     assert current_model(io) == before

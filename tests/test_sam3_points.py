@@ -143,3 +143,15 @@ def test_a_watershed_model_refuses_a_sam3_point_segmenter(run_cli, tracker, tiny
     with pytest.raises(ModelError, match="calibrated with watershed point masks"):
         WawObjects.from_model(model, extractor, None,
                               Sam3PointSegmenter.from_pretrained(tracker))
+
+
+@pytest.mark.gpu
+def test_point_masks_on_cuda_agree_with_cpu(tracker, tiny_plants):
+    cpu = Sam3PointSegmenter.from_pretrained(tracker, min_area=40)
+    gpu = Sam3PointSegmenter.from_pretrained(tracker, min_area=40, device="cuda")
+    for image in _plant_frames(tiny_plants, 2):
+        region = vegetation_mask(image, 0.1, 40)
+        points = point_prompts(region, 24)
+        a, b = cpu.segment_points(image, region, points), gpu.segment_points(image, region,
+                                                                             points)
+        assert (a == b).mean() > 0.99, "float32 on both: only border pixels may differ"

@@ -208,9 +208,10 @@ def _worker(conn, req: Request, cfg: PastaConfig, running: CalibratedModel, root
     conn.close()
 
 
-def _end(proc) -> None:
-    """Stop the worker process: SIGTERM, then SIGKILL after 5 s."""
-    if proc.is_alive():
+def _end(proc, at_once: bool = False) -> None:
+    """Stop the worker process: SIGTERM, then SIGKILL after 5 s; ``at_once`` (a cancel: what
+    it wrote is discarded anyway) sends SIGKILL first."""
+    if proc.is_alive() and not at_once:
         proc.terminate()
         proc.join(5.0)
     if proc.is_alive():
@@ -283,7 +284,7 @@ class Recalibrator:
         proc.start()
         send.close()
         saved: list[Path] = []
-        outcome = None
+        outcome = gave_up = None
         try:
             while outcome is None:
                 gave_up = self._gave_up(cancelled)
@@ -305,7 +306,7 @@ class Recalibrator:
                 elif message[0] == "done":
                     outcome = message[1]
         finally:
-            _end(proc)
+            _end(proc, at_once=gave_up is not None)
             receive.close()
             if outcome is None or not outcome.success:
                 for folder in saved:
