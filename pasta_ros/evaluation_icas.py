@@ -37,7 +37,7 @@ from pasta_ros.core.icas.prompting import (
     score_anomaly,
     score_normal,
 )
-from pasta_ros.core.metrics import ConfusionMatrix, image_auroc, mean_std
+from pasta_ros.core.metrics import ConfusionMatrix, aupro, image_auroc, mean_std
 from pasta_ros.core.score_fusion import (
     GAIN_MARGIN_Z,
     FusionWeights,
@@ -346,6 +346,12 @@ def _pixel_auroc(cat: Category, maps: dict[int, np.ndarray]) -> float:
     return float(roc_auc_score(truth, np.concatenate([maps[i].ravel() for i in maps])))
 
 
+def _pixel_aupro(cat: Category, maps: dict[int, np.ndarray]) -> float:
+    """AUPRO (up to 30 % FPR, :func:`pasta_ros.core.metrics.aupro`) of the k=4 iCAS maps over
+    a category's test images (the normal images' pixels count as normal pixels)."""
+    return aupro([cat.test_masks[i] for i in maps], [maps[i] for i in maps])
+
+
 def _segmentation(model: ICASModel, cat: Category, seed: int, ci: int, threshold: float,
                   normal4: dict[int, np.ndarray]) -> dict[str, tuple[float, float]]:
     ious = _IoU()
@@ -368,9 +374,10 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
              options: FewShotOptions = FewShotOptions()) -> dict:
     """All metrics over the categories in ``roots``: ``{"segmentation": {method: {"miou":
     [mean, std], "fbiou": [mean, std]}}, "auroc": {"k<n>": {method: [mean, std]}},
-    "pixel_auroc": {"k4": {"icas": [mean, std]}}, "fusion": {"k<n>": {"weight": {component:
+    "pixel_auroc": {"k4": {"icas": [mean, std]}}, "aupro": {"k4": {"icas": [mean, std]}}
+    (up to 30 % FPR), "fusion": {"k<n>": {"weight": {component:
     [mean, std]}}}, "notes": [...]}`` (percent). Categories without ``test/masks`` (labels
-    only) give image AUROC rows only; the notes name them."""
+    only) give image AUROC rows only (no pixel AUROC or AUPRO); the notes name them."""
     from tqdm import tqdm
 
     model.eval()
@@ -379,14 +386,17 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
     seg: dict[str, dict[str, list[float]]] = {}
     auc: dict[str, dict[str, list[float]]] = {f"k{k}": {} for k in shots}
     pix: dict[str, dict[str, list[float]]] = {"k4": {}} if 4 in shots else {}
+    pro: dict[str, dict[str, list[float]]] = {"k4": {}} if 4 in shots else {}
     fus: dict[str, dict[str, list[float]]] = {f"k{k}": {} for k in shots}
     dump: list[dict] = []
-    notes = [f"{c.name}: labels only (no test/masks): segmentation and pixel AUROC skipped"
+    notes = [f"{c.name}: labels only (no test/masks): segmentation, pixel AUROC and AUPRO "
+             "skipped"
              for c in cats if not c.has_masks]
     for seed in tqdm(list(seeds), disable=not progress, desc="seeds"):
         per_cat: dict[str, list[tuple[float, float]]] = {}
         per_cat_auc: dict[str, dict[str, list[float]]] = {f"k{k}": {} for k in shots}
         per_cat_pix: list[float] = []
+        per_cat_pro: list[float] = []
         for ci, cat in enumerate(cats):
             normal4: dict[int, np.ndarray] = {}
             for k in shots:
@@ -403,6 +413,7 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
                 continue
             if normal4:
                 per_cat_pix.append(100 * _pixel_auroc(cat, normal4))
+                per_cat_pro.append(100 * _pixel_aupro(cat, normal4))
             for m, v in _segmentation(model, cat, seed, ci, threshold, normal4).items():
                 per_cat.setdefault(m, []).append(v)
         for k, d in per_cat_auc.items():  # mean over categories, then mean/std over seeds
@@ -410,6 +421,7 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
                 auc[k].setdefault(m, []).append(float(np.nanmean(vals)))
         if per_cat_pix and pix:
             pix["k4"].setdefault("icas", []).append(float(np.nanmean(per_cat_pix)))
+            pro["k4"].setdefault("icas", []).append(float(np.nanmean(per_cat_pro)))
         for m, vals in per_cat.items():
             d = seg.setdefault(m, {"miou": [], "fbiou": []})
             d["miou"].append(100 * float(np.mean([v[0] for v in vals])))
@@ -417,6 +429,7 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
     return {"categories": [c.name for c in cats], "seeds": list(seeds), "threshold": threshold,
             "shot_augment": options.augment, "calib_defects": options.calib_defects,
             "segmentation": _summary(seg), "auroc": _summary(auc), "pixel_auroc": _summary(pix),
+            "aupro": _summary(pro),
             "fusion": {k: {"weight": {c: list(mean_std(v)) for c, v in d.items()}}
                        for k, d in fus.items() if d}, "fusion_margin_z": options.margin_z,
             "notes": notes} | ({"scores": dump} if options.keep_scores else {})
