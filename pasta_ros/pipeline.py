@@ -278,7 +278,9 @@ class PastaPipeline:
         encodes prompts at this model's input size (prompts set before at another size are
         dropped); ``max_cells`` > 0: its decoder sees them pooled to at most that many cells
         (:meth:`ICASPredictor.share_backbone`). False, and the predictor unchanged, when it
-        cannot share (another backbone or weights, or the fused graph)."""
+        cannot share (another backbone or weights, or the fused graph). With an exported
+        backbone the shared features are the graph's (fp32: parity-checked against torch;
+        int8 / fp16 differ from the torch encoder's by their rounding)."""
         if self.cluster_map_fn is not None:
             return False
         return predictor.share_backbone(self.extractor.backbone, self.extractor.max_size,
