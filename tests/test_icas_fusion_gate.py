@@ -37,3 +37,15 @@ def test_the_margin_keeps_a_component_out_unless_it_wins_by_more(z, weight) -> N
 def test_a_negative_margin_is_refused() -> None:
     with pytest.raises(PastaError, match="margin"):
         calibrate_fusion(NORMAL, DEFECTS, "mfm", margin_z=-1.0)
+
+
+def test_cli_refuses_a_negative_margin(tmp_path, capsys) -> None:
+    from pasta_ros.cli import main
+    from pasta_ros.data.icas_synth import write_benchmark
+
+    write_benchmark(tmp_path / "gravel_spot", "gravel", "spot", seed=0, size=32, n_reference=2,
+                    n_test=3)
+    assert main(["-q", "icas", "evaluate", "--data", str(tmp_path / "gravel_spot"),
+                 "--fusion-margin", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "margin" in err[0]
