@@ -13,6 +13,7 @@ MFM weighs each mask by its objectness (1 - p(no object)) from the decoder.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +187,8 @@ class ICASPredictor:
         self.mfm = mfm
         self.anomaly: AnomalyPrompt | None = None
         self.normal: NormalPrompt | None = None
-        self._same_weights: tuple[nn.Module, bool] | None = None  # last backbone compared
+        # backbones compared with the encoder: id -> (weak reference, same weights)
+        self._same_weights: dict[int, tuple[weakref.ref, bool]] = {}
         self.max_cells = 0  # > 0: features average-pooled to at most this many cells
 
     @classmethod
@@ -211,6 +213,7 @@ class ICASPredictor:
             model = ICASModel(ckpt.arch)
             load_decoder(model, ckpt, str(path))
             self.model, self.anomaly, self.normal = model.eval(), None, None
+            self._same_weights = {}  # a new encoder: compare again
             return
         load_decoder(self.model, ckpt, str(path))
 
@@ -218,17 +221,20 @@ class ICASPredictor:
     def same_weights(self, backbone: nn.Module) -> bool:
         """True when ``backbone`` (a registry backbone, or an exported one's ``source``) is
         the iCAS encoder's architecture with equal weights, so its features are the ones this
-        model was prompted with. Compared once per backbone object (a few ms)."""
+        model was prompted with. Compared once per backbone object (a few ms; remembered
+        while that object lives)."""
         source = getattr(backbone, "source", backbone)
-        if self._same_weights is not None and self._same_weights[0] is source:
-            return self._same_weights[1]
+        known = self._same_weights.get(id(source))
+        if known is not None and known[0]() is source:
+            return known[1]
         mine, theirs = self.model.encoder.state_dict(), source.state_dict()
         same = (getattr(source, "info", None) is not None
                 and source.info.name == self.model.encoder.info.name
                 and mine.keys() == theirs.keys()
                 and all(mine[k].shape == theirs[k].shape
                         and torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine))
-        self._same_weights = (source, same)
+        self._same_weights = {i: e for i, e in self._same_weights.items() if e[0]() is not None}
+        self._same_weights[id(source)] = (weakref.ref(source), same)
         return same
 
     def shares_features(self, backbone: nn.Module, input_size: tuple[int, int]) -> bool:
