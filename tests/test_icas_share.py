@@ -115,3 +115,16 @@ def test_pooling_to_a_cell_budget_by_hand() -> None:
     torch.testing.assert_close(p.pool(feats), torch.tensor([[[[7.0, 10.0], [19.0, 22.0]]]]))
     with pytest.raises(PastaError, match="max_cells"):
         p.share_backbone(p.model.encoder, (64, 64), -1)
+
+
+def test_a_new_architecture_is_compared_again(pipeline, tmp_path) -> None:
+    from pasta_ros.core.icas.model import save_checkpoint
+
+    p = lite0_predictor()
+    assert p.same_weights(pipeline.extractor.backbone)
+    torch.manual_seed(0)
+    tiny = ICASModel(default_arch(tiny=True, input_size=(64, 64), **SMALL))
+    p.load_checkpoint(str(save_checkpoint(tmp_path / "t.pt", tiny, stage="generic", step=0)),
+                      allow_arch_change=True)
+    assert not p.same_weights(pipeline.extractor.backbone)
+    assert not pipeline.share_icas_backbone(p)
