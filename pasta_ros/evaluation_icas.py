@@ -37,8 +37,13 @@ from pasta_ros.core.icas.prompting import (
     score_anomaly,
     score_normal,
 )
-from pasta_ros.core.metrics import ConfusionMatrix, image_auroc, mean_std
-from pasta_ros.core.score_fusion import FusionWeights, calibrate_fusion, fuse_scores
+from pasta_ros.core.metrics import ConfusionMatrix, aupro, image_auroc, mean_std
+from pasta_ros.core.score_fusion import (
+    GAIN_MARGIN_Z,
+    FusionWeights,
+    calibrate_fusion,
+    fuse_scores,
+)
 from pasta_ros.data.icas_synth import paste_defects
 from pasta_ros.data.images import list_images, read_image_channels
 from pasta_ros.data.layout import DatasetLayout, read_labels_csv, read_mask, test_items
@@ -196,10 +201,14 @@ def _knn(feats: torch.Tensor, bank: torch.Tensor) -> float:
 class FewShotOptions:
     """augment: views per shot in the memory (SHOT_AUGMENTS: none, flip = 4 flips,
     dihedral = 8 flips and rotations); calib_defects: synthetic-defect copies per shot for the
-    fusion calibration (0: no fused row)."""
+    fusion calibration (0: no fused row); margin_z: the fusion gate's margin in standard
+    errors (:func:`calibrate_fusion`); keep_scores: return every per-image and calibration
+    score (``scores`` in the result)."""
 
     augment: str = "none"
     calib_defects: int = 2
+    margin_z: float = GAIN_MARGIN_Z
+    keep_scores: bool = False
 
     def __post_init__(self) -> None:
         if self.augment not in SHOT_AUGMENTS:
@@ -207,6 +216,8 @@ class FewShotOptions:
                              f"got {self.augment!r}")
         if self.calib_defects < 0:
             raise PastaError(f"calib_defects must be >= 0, got {self.calib_defects}")
+        if not self.margin_z >= 0:
+            raise PastaError(f"the fusion gain margin must be >= 0, got {self.margin_z}")
 
 
 _VIEWS = (lambda x: x, lambda x: x[:, ::-1], lambda x: x[::-1], lambda x: x[::-1, ::-1],
@@ -258,10 +269,14 @@ class _Shots:
         return self.cache[i]
 
 
+CalibScores = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+
+
 def _calibrate(model: ICASModel, cat: Category, idx: list[int], shots: _Shots,
-               rng: np.random.Generator, n_defects: int) -> FusionWeights:
-    """Fusion weights from the k shots alone: each shot against the other k-1 (normal) and
-    ``n_defects`` copies of it with synthetic defects (anomalous)."""
+               rng: np.random.Generator, n_defects: int) -> CalibScores:
+    """Fusion calibration scores from the k shots alone, per component: each shot against
+    the other k-1 (normal, ``(k,)``) and ``n_defects`` copies of it with synthetic defects
+    (anomalous, ``(k * n_defects,)``)."""
     normal: dict[str, list[float]] = {}
     anomalous: dict[str, list[float]] = {}
     for i in idx:
@@ -272,8 +287,8 @@ def _calibrate(model: ICASModel, cat: Category, idx: list[int], shots: _Shots,
             img, _ = paste_defects(rng, cat.ref_images[i], int(rng.integers(1, 3)))
             for c, v in mem.scores(model, model.encode([img]))[0].items():
                 anomalous.setdefault(c, []).append(v)
-    return calibrate_fusion({c: np.asarray(v) for c, v in normal.items()},
-                            {c: np.asarray(v) for c, v in anomalous.items()}, FUSION_ANCHORS)
+    return ({c: np.asarray(v) for c, v in normal.items()},
+            {c: np.asarray(v) for c, v in anomalous.items()})
 
 
 def draw_shots(n_reference: int, k: int, rng: np.random.Generator, name: str = "") -> list[int]:
@@ -284,15 +299,26 @@ def draw_shots(n_reference: int, k: int, rng: np.random.Generator, name: str = "
     return [int(i) for i in rng.choice(n_reference, k, replace=False)]
 
 
+@dataclass
+class SeedResult:
+    """One draw of k shots: image AUROC per method, the iCAS maps (masked sets only), the
+    fusion weights (None without calibration) and the raw scores behind them (``record``:
+    per-image component scores and the calibration scores, for ``--dump-scores``)."""
+
+    auroc: dict[str, float]
+    maps: dict[int, np.ndarray]
+    weights: FusionWeights | None
+    record: dict
+
+
 def _few_shot_seed(model: ICASModel, cat: Category, rng: np.random.Generator, k: int,
-                   opts: FewShotOptions, shots: _Shots
-                   ) -> tuple[dict[str, float], dict[int, np.ndarray], FusionWeights | None]:
-    """Image AUROC per method for one draw of k shots; the iCAS maps (masked sets only) and
-    the fusion weights (None without calibration)."""
+                   opts: FewShotOptions, shots: _Shots) -> SeedResult:
+    """Every method's scores for one draw of k shots (see :class:`SeedResult`)."""
     idx = draw_shots(len(cat.ref_feats), k, rng, cat.name)
     mem = _Memory(model, [f for i in idx for f in shots(i)])
-    weights = (_calibrate(model, cat, idx, shots, rng, opts.calib_defects)
-               if opts.calib_defects and k >= 2 else None)
+    calib = (_calibrate(model, cat, idx, shots, rng, opts.calib_defects)
+             if opts.calib_defects and k >= 2 else None)
+    weights = calibrate_fusion(*calib, FUSION_ANCHORS, opts.margin_z) if calib else None
     scores: dict[str, list[float]] = {}
     maps = {}
     for i, f in enumerate(cat.test_feats):
@@ -303,7 +329,11 @@ def _few_shot_seed(model: ICASModel, cat: Category, rng: np.random.Generator, k:
             comps["icas_fused"] = float(fuse_scores(comps, weights))
         for m, v in comps.items():
             scores.setdefault(m, []).append(v)
-    return {m: image_auroc(cat.labels, v) for m, v in scores.items()}, maps, weights
+    record = {"shots": idx, "labels": list(cat.labels), "scores": scores,
+              "calib": None if calib is None else [{c: v.tolist() for c, v in side.items()}
+                                                   for side in calib]}
+    return SeedResult({m: image_auroc(cat.labels, v) for m, v in scores.items()}, maps,
+                      weights, record)
 
 
 def _pixel_auroc(cat: Category, maps: dict[int, np.ndarray]) -> float:
@@ -314,6 +344,12 @@ def _pixel_auroc(cat: Category, maps: dict[int, np.ndarray]) -> float:
     if truth.all() or not truth.any():
         return float("nan")
     return float(roc_auc_score(truth, np.concatenate([maps[i].ravel() for i in maps])))
+
+
+def _pixel_aupro(cat: Category, maps: dict[int, np.ndarray]) -> float:
+    """AUPRO (up to 30 % FPR, :func:`pasta_ros.core.metrics.aupro`) of the k=4 iCAS maps over
+    a category's test images (the normal images' pixels count as normal pixels)."""
+    return aupro([cat.test_masks[i] for i in maps], [maps[i] for i in maps])
 
 
 def _segmentation(model: ICASModel, cat: Category, seed: int, ci: int, threshold: float,
@@ -338,9 +374,10 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
              options: FewShotOptions = FewShotOptions()) -> dict:
     """All metrics over the categories in ``roots``: ``{"segmentation": {method: {"miou":
     [mean, std], "fbiou": [mean, std]}}, "auroc": {"k<n>": {method: [mean, std]}},
-    "pixel_auroc": {"k4": {"icas": [mean, std]}}, "fusion": {"k<n>": {"weight": {component:
+    "pixel_auroc": {"k4": {"icas": [mean, std]}}, "aupro": {"k4": {"icas": [mean, std]}}
+    (up to 30 % FPR), "fusion": {"k<n>": {"weight": {component:
     [mean, std]}}}, "notes": [...]}`` (percent). Categories without ``test/masks`` (labels
-    only) give image AUROC rows only; the notes name them."""
+    only) give image AUROC rows only (no pixel AUROC or AUPRO); the notes name them."""
     from tqdm import tqdm
 
     model.eval()
@@ -349,27 +386,34 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
     seg: dict[str, dict[str, list[float]]] = {}
     auc: dict[str, dict[str, list[float]]] = {f"k{k}": {} for k in shots}
     pix: dict[str, dict[str, list[float]]] = {"k4": {}} if 4 in shots else {}
+    pro: dict[str, dict[str, list[float]]] = {"k4": {}} if 4 in shots else {}
     fus: dict[str, dict[str, list[float]]] = {f"k{k}": {} for k in shots}
-    notes = [f"{c.name}: labels only (no test/masks): segmentation and pixel AUROC skipped"
+    dump: list[dict] = []
+    notes = [f"{c.name}: labels only (no test/masks): segmentation, pixel AUROC and AUPRO "
+             "skipped"
              for c in cats if not c.has_masks]
     for seed in tqdm(list(seeds), disable=not progress, desc="seeds"):
         per_cat: dict[str, list[tuple[float, float]]] = {}
         per_cat_auc: dict[str, dict[str, list[float]]] = {f"k{k}": {} for k in shots}
         per_cat_pix: list[float] = []
+        per_cat_pro: list[float] = []
         for ci, cat in enumerate(cats):
             normal4: dict[int, np.ndarray] = {}
             for k in shots:
                 rng = np.random.default_rng([seed, ci, k])
-                res, maps, weights = _few_shot_seed(model, cat, rng, k, options, views[ci])
-                normal4 = maps if k == 4 else normal4
-                for m, v in res.items():
+                r = _few_shot_seed(model, cat, rng, k, options, views[ci])
+                normal4 = r.maps if k == 4 else normal4
+                for m, v in r.auroc.items():
                     per_cat_auc[f"k{k}"].setdefault(m, []).append(v * 100)
-                for c, w in (weights.weight.items() if weights else ()):
+                for c, w in (r.weights.weight.items() if r.weights else ()):
                     fus[f"k{k}"].setdefault(c, []).append(w)
+                if options.keep_scores:
+                    dump.append({"category": cat.name, "seed": seed, "k": k} | r.record)
             if not cat.has_masks:
                 continue
             if normal4:
                 per_cat_pix.append(100 * _pixel_auroc(cat, normal4))
+                per_cat_pro.append(100 * _pixel_aupro(cat, normal4))
             for m, v in _segmentation(model, cat, seed, ci, threshold, normal4).items():
                 per_cat.setdefault(m, []).append(v)
         for k, d in per_cat_auc.items():  # mean over categories, then mean/std over seeds
@@ -377,6 +421,7 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
                 auc[k].setdefault(m, []).append(float(np.nanmean(vals)))
         if per_cat_pix and pix:
             pix["k4"].setdefault("icas", []).append(float(np.nanmean(per_cat_pix)))
+            pro["k4"].setdefault("icas", []).append(float(np.nanmean(per_cat_pro)))
         for m, vals in per_cat.items():
             d = seg.setdefault(m, {"miou": [], "fbiou": []})
             d["miou"].append(100 * float(np.mean([v[0] for v in vals])))
@@ -384,5 +429,7 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
     return {"categories": [c.name for c in cats], "seeds": list(seeds), "threshold": threshold,
             "shot_augment": options.augment, "calib_defects": options.calib_defects,
             "segmentation": _summary(seg), "auroc": _summary(auc), "pixel_auroc": _summary(pix),
+            "aupro": _summary(pro),
             "fusion": {k: {"weight": {c: list(mean_std(v)) for c, v in d.items()}}
-                       for k, d in fus.items() if d}, "notes": notes}
+                       for k, d in fus.items() if d}, "fusion_margin_z": options.margin_z,
+            "notes": notes} | ({"scores": dump} if options.keep_scores else {})

@@ -35,6 +35,7 @@ from pasta_ros.core.waw_method import WawObjects
 QUANT_IMAGES = 10  # baseline images kept for int8 calibration (8 calibrate, 2 check)
 
 if TYPE_CHECKING:
+    from pasta_ros.core.icas.prompting import ICASPredictor
     from pasta_ros.core.icas.vote import IcasVote
 
 
@@ -244,12 +245,15 @@ class PastaPipeline:
         t.append(time.perf_counter())
         if self.waw is not None:
             return self._process_waw(image, prepared, t, with_instances)
-        feats = None
+        feats = raw = None
         if self.cluster_map_fn is not None:  # one graph: backbone + assignment
             cluster_map = self.cluster_map_fn([prepared])[0].to(self.centers.device)
             t.append(time.perf_counter())
         else:
-            feats = self.extractor.features([prepared])
+            if self._icas_shares(icas):  # one backbone pass for PASTA and the iCAS vote
+                feats, raw = self.extractor.features_and_raw([prepared])
+            else:
+                feats = self.extractor.features([prepared])
             t.append(time.perf_counter())
             cluster_map = assign_clusters(feats, self.centers)[0]
         anomaly = self.anomaly_lut[cluster_map]
@@ -257,7 +261,7 @@ class PastaPipeline:
         vote, t_icas = "pasta", 0.0
         if icas is not None:
             t0 = time.perf_counter()
-            extra = icas.patch_map(image, tuple(anomaly.shape), anomaly.device)
+            extra = icas.patch_map(image, tuple(anomaly.shape), anomaly.device, feats=raw)
             if extra is not None:
                 anomaly = icas.merge(anomaly, extra)
                 vote = "icas" if icas.mode == "replace" else "pasta+icas"
@@ -280,6 +284,27 @@ class PastaPipeline:
         timings["total"] = (t[-1] - t[0]) * 1e3
         return FrameResult(fused.labels, fused.instances, cluster_map.cpu().numpy(),
                            anomaly.cpu().numpy(), self.model.model_id, timings, vote)
+
+    def _icas_shares(self, icas: IcasVote | None) -> bool:
+        """Whether the iCAS vote can score on this frame's backbone features: its encoder
+        is this backbone with the same weights and encodes at this model's input size (see
+        :meth:`share_icas_backbone`); never with the fused graph (no features leave it)."""
+        return (icas is not None and self.cluster_map_fn is None
+                and icas.shares_features(self.extractor.backbone, self.extractor.max_size))
+
+    def share_icas_backbone(self, predictor: ICASPredictor, max_cells: int = 0) -> bool:
+        """Set ``predictor`` up to score on this pipeline's backbone features (one encoder
+        pass per frame) when its encoder is the same backbone with the same weights: it then
+        encodes prompts at this model's input size (prompts set before at another size are
+        dropped); ``max_cells`` > 0: its decoder sees them pooled to at most that many cells
+        (:meth:`ICASPredictor.share_backbone`). False, and the predictor unchanged, when it
+        cannot share (another backbone or weights, or the fused graph). With an exported
+        backbone the shared features are the graph's (fp32: parity-checked against torch;
+        int8 / fp16 differ from the torch encoder's by their rounding)."""
+        if self.cluster_map_fn is not None:
+            return False
+        return predictor.share_backbone(self.extractor.backbone, self.extractor.max_size,
+                                        max_cells)
 
     def _object_vote(self, prepared: np.ndarray, feats: torch.Tensor | None, ids: np.ndarray,
                      anomaly: torch.Tensor) -> np.ndarray:

@@ -104,8 +104,11 @@ def test_fusion_mixes_in_a_component_that_beats_the_anchor() -> None:
     rng = np.random.default_rng(0)
     normal = {"gqs_mfm": rng.normal(0, 1, 20), "icas": rng.normal(0, 1, 20)}
     anomalous = {"gqs_mfm": rng.normal(0.8, 1, 40), "icas": rng.normal(4, 1, 40)}
-    w = calibrate_fusion(normal, anomalous, anchors="gqs_mfm")
+    w = calibrate_fusion(normal, anomalous, anchors="gqs_mfm", margin_z=0.0)
     assert w.calib_auroc["icas"] > w.calib_auroc["gqs_mfm"] and w.weight["icas"] > 0.5
+    # with the default margin (2 standard errors of the anchor's 0.82) a clear winner still
+    # joins, with less weight
+    assert 0 < calibrate_fusion(normal, anomalous, anchors="gqs_mfm").weight["icas"] < 0.5
     with pytest.raises(PastaError, match="anchors"):
         calibrate_fusion(normal, anomalous, anchors="patch_knn")
 

@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "ros": Benchmark("ros", "bench_ros", "the node over DDS: rate, latency, losses"),
     "soak": Benchmark("soak", "bench_soak", "the node under a steady camera for --frames "
                       "frames: RSS every --sample-s s, counters that add up"),
+    "icas_share": Benchmark("icas_share", "bench_icas_share", "the node's iCAS vote on "
+                            "PASTA's backbone features (one pass) vs its own encoder"),
     "icas": Benchmark("icas", "bench_icas", "iCAS quality on held-out textures, decoder latency"),
 }
 

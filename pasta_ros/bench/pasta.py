@@ -90,15 +90,20 @@ def bench_fusion(args: Namespace) -> dict:
             "speedup": round(t_ref / t_ours, 1), "outputs_equal": bool(same), **machine()}
 
 
-def icas_vote(mode: str, normal: list[np.ndarray]):
+def icas_vote(mode: str, normal: list[np.ndarray], pipeline=None):
     """The node's iCAS vote for ``bench frame --icas``: the shipped checkpoint, 4 normal shots
-    (targets-only frames); None for 'off'."""
+    (targets-only frames); None for 'off'. With ``pipeline``: scoring on its backbone
+    features (one encoder pass) when it can, as the node does."""
     if mode == "off":
         return None
     from pasta_ros.core.icas.prompting import ICASPredictor
     from pasta_ros.core.icas.vote import IcasVote
 
     predictor = ICASPredictor.from_checkpoint()
+    if pipeline is not None:
+        from pasta_ros.core.icas.vote import SHARED_MAX_CELLS
+
+        pipeline.share_icas_backbone(predictor, SHARED_MAX_CELLS)
     predictor.set_normal_prompt(normal)
     return IcasVote(predictor, mode)
 

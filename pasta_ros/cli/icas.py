@@ -88,6 +88,12 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-defects", type=int, default=2,
                    help="synthetic-defect copies per shot calibrating the icas_fused row "
                         "(0: no fused row)")
+    p.add_argument("--fusion-margin", type=float, default=None,
+                   help="icas_fused gate: a non-anchor component joins only when its "
+                        "calibration AUROC beats the anchors' by more than this many "
+                        "standard errors (default: the chosen GAIN_MARGIN_Z; inf: anchors only)")
+    p.add_argument("--dump-scores", action="store_true",
+                   help="also write every per-image and calibration score to the JSON")
     p.add_argument("--json", type=Path)
 
 
@@ -167,7 +173,10 @@ def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
     roots = dataset_roots(args.data)
     if not roots:
         raise PastaError(f"no dataset (folder with reference/) under {args.data}")
-    opts = FewShotOptions(args.shot_augment, args.calib_defects)
+    from pasta_ros.core.score_fusion import GAIN_MARGIN_Z
+
+    margin = GAIN_MARGIN_Z if args.fusion_margin is None else args.fusion_margin
+    opts = FewShotOptions(args.shot_augment, args.calib_defects, margin, args.dump_scores)
     res = evaluate(load_icas_model(args.checkpoint), roots, args.seeds, tuple(args.shots),
                    args.threshold, progress=not getattr(args, "quiet", False), options=opts)
     if args.json:

@@ -13,6 +13,7 @@ from pasta_ros.core.errors import PastaError
 
 if TYPE_CHECKING:
     from pasta_ros.data.layout import DatasetLayout
+    from pasta_ros.pipeline import PastaPipeline
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -100,6 +101,13 @@ def _evaluate_parser(e: argparse.ArgumentParser) -> None:
     e.add_argument("--icas-seed", type=int, default=0, help="which k shots (seeded draw)")
     e.add_argument("--icas-threshold", type=float, default=0.5, help="iCAS patch threshold")
     e.add_argument("--icas-checkpoint", type=Path, help="default: the shipped checkpoint")
+    e.add_argument("--icas-two-pass", action="store_true",
+                   help="the iCAS vote runs its own encoder at the checkpoint's size instead "
+                        "of scoring on PASTA's backbone features (the default when the "
+                        "backbones and weights are the same)")
+    e.add_argument("--icas-max-cells", type=int, default=1200,
+                   help="shared features pooled to at most this many cells before the iCAS "
+                        "decoder (0: PASTA's full grid)")
     add_config_args(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -194,7 +202,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     elif args.model and args.test:
         pipe = PastaPipeline.load(args.model, cfg, explicit=explicit)
         layout = DatasetLayout.for_test(args.test)
-        vote, icas_info = icas_vote_from_args(args, layout)
+        vote, icas_info = icas_vote_from_args(args, layout, pipe)
         result = evaluate(pipe, layout, quiet=args.quiet, icas=vote)
         result["model_id"] = pipe.model.model_id
         if icas_info:
@@ -206,9 +214,11 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     return result if not args.data else result["summary"]
 
 
-def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout):
+def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout,
+                        pipe: PastaPipeline | None = None):
     """``pasta evaluate --icas MODE``: an IcasVote prompted with k seeded normal shots, and a
-    description of it for the results; (None, None) when ``--icas off``."""
+    description of it for the results; (None, None) when ``--icas off``. With ``pipe`` (and
+    no ``--icas-two-pass``) the vote scores on its backbone features when it can."""
     if getattr(args, "icas", "off") == "off":
         return None, None
     import numpy as np
@@ -225,8 +235,12 @@ def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout):
                          "--icas-anomaly-image with --icas-anomaly-mask")
     ckpt = args.icas_checkpoint or default_checkpoint()
     predictor = ICASPredictor.from_checkpoint(ckpt)
+    shared = (pipe is not None and not getattr(args, "icas_two_pass", False)
+              and pipe.share_icas_backbone(predictor, args.icas_max_cells))
     info = {"mode": args.icas, "checkpoint": str(ckpt), "threshold": args.icas_threshold,
-            "shots": args.icas_shots}
+            "shots": args.icas_shots, "shared_backbone": shared,
+            "input_size": list(predictor.model.input_size),
+            "max_cells": predictor.max_cells}
     if args.icas_shots:
         folder = args.icas_normal or layout.reference
         if folder is None:

@@ -55,16 +55,25 @@ class FeatureExtractor:
     @torch.inference_mode()
     def features(self, prepared: Sequence[np.ndarray]) -> torch.Tensor:
         """Same-size prepared images -> ``(B, C, h, w) float32`` on the extractor's device."""
+        return self.features_and_raw(prepared)[0]
+
+    @torch.inference_mode()
+    def features_and_raw(self, prepared: Sequence[np.ndarray]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same-size prepared images -> (:meth:`features` ``(B, C, h, w)``, the backbone's own
+        output ``(B, C_backbone, h, w)``), both float32 from one backbone pass; equal when
+        there is no colour descriptor. Lets a second consumer of the same backbone (the iCAS
+        vote) skip its own pass."""
         for img in prepared:
             check_min_size(img, self.info.stride)
         x = to_tensor_batch(prepared, self.info.mean, self.info.std, self.device)
-        feats = self.backbone(x).float()
+        raw = self.backbone(x).float()
         if self.color_weight <= 0:
-            return feats
+            return raw, raw
         rgb = (x * torch.tensor(self.info.std, device=self.device).view(1, 3, 1, 1)
                + torch.tensor(self.info.mean, device=self.device).view(1, 3, 1, 1))
-        return torch.cat([torch.nn.functional.normalize(feats, dim=1),
-                          self.color_weight * patch_colors(rgb, feats.shape[-2:])], dim=1)
+        return torch.cat([torch.nn.functional.normalize(raw, dim=1),
+                          self.color_weight * patch_colors(rgb, raw.shape[-2:])], dim=1), raw
 
     def batches(self, source: Iterable[tuple[str, np.ndarray]], batch_size: int,
                 ) -> Iterator[tuple[list[str], list[np.ndarray], torch.Tensor]]:

@@ -283,9 +283,14 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
                 path = s.icas_checkpoint or str(default_checkpoint())
                 device = "cuda" if self.pipeline.centers.is_cuda else "cpu"
                 # the vote's threshold is icas_threshold, read per frame (_icas_vote)
-                self.icas = ICASPredictor.from_checkpoint(path, weights=s.icas_weights,
-                                                          device=device)
-                self.get_logger().info(f"iCAS model loaded from {path}")
+                icas = ICASPredictor.from_checkpoint(path, weights=s.icas_weights,
+                                                     device=device)
+                shared = s.icas_share_backbone and self.pipeline.share_icas_backbone(
+                    icas, s.icas_max_cells)
+                self.icas = icas
+                self.get_logger().info(f"iCAS model loaded from {path}" + (
+                    " (scoring on PASTA's backbone features: one encoder pass)" if shared
+                    else ""))
             return self.icas
 
     def _icas_vote(self) -> IcasVote | None:

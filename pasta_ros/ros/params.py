@@ -92,6 +92,14 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               "the first /pasta/set_prompts call"),
     ParamSpec("icas_weights", "", "encoder weights for an iCAS checkpoint whose backbone needs "
               "them (a Hugging Face snapshot folder or a state-dict file); '' = none needed"),
+    ParamSpec("icas_share_backbone", True, "when the iCAS encoder is the model's backbone "
+              "with the same weights, score the vote on PASTA's backbone features of the frame "
+              "(one encoder pass; prompts are encoded at the model's input size) instead of a "
+              "second pass at the checkpoint's 224x224. Read when the iCAS model loads"),
+    ParamSpec("icas_max_cells", 1200, "with icas_share_backbone: the shared features are "
+              "average-pooled by the smallest factor that leaves at most this many cells "
+              "before the iCAS decoder (its cost grows with the cells; 0 = PASTA's full grid). "
+              "Read when the iCAS model loads", lo=0, hi=10**6),
     ParamSpec("icas_threshold", 0.5, "iCAS score from which a patch counts as anomalous",
               lo=0.001, hi=1.0, dynamic=True),
     ParamSpec("icas_max_prompt_images", 8, "frames taken from a prompt bag when the "

@@ -53,16 +53,30 @@ def describe_mismatch(a: ICASArch, b: ICASArch) -> str:
 
 
 class ICASModel(nn.Module):
-    """Frozen encoder (``build_backbone``) + trainable :class:`InContextDecoder`."""
+    """Frozen encoder (``build_backbone``) + trainable :class:`InContextDecoder`.
+
+    ``input_size``: the max network input (W, H) images are encoded at; the architecture's
+    (training) size unless set otherwise, e.g. to PASTA's input size so that the node's vote
+    can run on PASTA's backbone features (:meth:`ICASPredictor.share_backbone`)."""
 
     def __init__(self, arch: ICASArch, weights: str = "") -> None:
         super().__init__()
         self.arch = arch
+        self._input_size: tuple[int, int] | None = None  # None: the architecture's
         self.encoder = build_backbone(arch.backbone, weights, tiny=arch.tiny_backbone)
         if self.encoder.info.channels != arch.decoder.in_channels:
             raise PastaError(f"backbone {arch.backbone} gives {self.encoder.info.channels} "
                              f"channels but the decoder expects {arch.decoder.in_channels}")
         self.decoder = InContextDecoder(arch.decoder)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Max network input ``(W, H)`` images are encoded at (see the class doc)."""
+        return self._input_size or tuple(self.arch.input_size)
+
+    @input_size.setter
+    def input_size(self, size: tuple[int, int]) -> None:
+        self._input_size = (int(size[0]), int(size[1]))
 
     @property
     def stride(self) -> int:
@@ -71,7 +85,7 @@ class ICASModel(nn.Module):
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """``(H, W, 3) uint8`` RGB -> network size (aspect kept, sides stride multiples)."""
         h, w = image.shape[:2]
-        size = network_size(w, h, *self.arch.input_size, self.stride)
+        size = network_size(w, h, *self.input_size, self.stride)
         return resize_rgb(image, size)
 
     @torch.no_grad()

@@ -12,6 +12,8 @@ MFM weighs each mask by its objectness (1 - p(no object)) from the decoder.
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pasta_ros.core.errors import PastaError
 from pasta_ros.core.icas.mask_pooling import mask_pool, prompt_tokens
@@ -90,7 +93,7 @@ def anomaly_prompt(model: ICASModel, feats: torch.Tensor, masks: torch.Tensor,
         keep = neg.flatten(1).amax(1) > 0
         if keep.any():
             q_ntp = torch.cat([q_ntp, mask_pool(feats[keep], neg[keep, None])[:, 0]])
-    return AnomalyPrompt(model.arch.backbone, model.arch.input_size, q_p, q_ntp)
+    return AnomalyPrompt(model.arch.backbone, model.input_size, q_p, q_ntp)
 
 
 @torch.no_grad()
@@ -110,10 +113,10 @@ def normal_prompt(model: ICASModel, feats: Sequence[torch.Tensor], *, calibrate:
     if calibrate and len(feats) > 1:  # the others' tokens, as computed with all k shots
         for i, f in enumerate(feats):
             keep = [j for j in range(len(feats)) if j != i]
-            loo = NormalPrompt(arch.backbone, arch.input_size, ntp[keep],
+            loo = NormalPrompt(arch.backbone, model.input_size, ntp[keep],
                                torch.cat([q_r[j] for j in keep]))
             floor = max(floor, float(score_normal(model, f, loo).max()))
-    return NormalPrompt(arch.backbone, arch.input_size, ntp, torch.cat(q_r), floor)
+    return NormalPrompt(arch.backbone, model.input_size, ntp, torch.cat(q_r), floor)
 
 
 @torch.no_grad()
@@ -184,6 +187,9 @@ class ICASPredictor:
         self.mfm = mfm
         self.anomaly: AnomalyPrompt | None = None
         self.normal: NormalPrompt | None = None
+        # backbones compared with the encoder: id -> (weak reference, same weights)
+        self._same_weights: dict[int, tuple[weakref.ref, bool]] = {}
+        self.max_cells = 0  # > 0: features average-pooled to at most this many cells
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, *, weights: str = "",
@@ -207,21 +213,75 @@ class ICASPredictor:
             model = ICASModel(ckpt.arch)
             load_decoder(model, ckpt, str(path))
             self.model, self.anomaly, self.normal = model.eval(), None, None
+            self._same_weights = {}  # a new encoder: compare again
             return
         load_decoder(self.model, ckpt, str(path))
+
+    # -- one encoder pass: scoring on another component's backbone features ----------------
+    def same_weights(self, backbone: nn.Module) -> bool:
+        """True when ``backbone`` (a registry backbone, or an exported one's ``source``) is
+        the iCAS encoder's architecture with equal weights, so its features are the ones this
+        model was prompted with. Compared once per backbone object (a few ms; remembered
+        while that object lives)."""
+        source = getattr(backbone, "source", backbone)
+        known = self._same_weights.get(id(source))
+        if known is not None and known[0]() is source:
+            return known[1]
+        mine, theirs = self.model.encoder.state_dict(), source.state_dict()
+        same = (getattr(source, "info", None) is not None
+                and source.info.name == self.model.encoder.info.name
+                and mine.keys() == theirs.keys()
+                and all(mine[k].shape == theirs[k].shape
+                        and torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine))
+        self._same_weights = {i: e for i, e in self._same_weights.items() if e[0]() is not None}
+        self._same_weights[id(source)] = (weakref.ref(source), same)
+        return same
+
+    def shares_features(self, backbone: nn.Module, input_size: tuple[int, int]) -> bool:
+        """True when ``backbone`` run at max input ``(W, H) = input_size`` gives the
+        features this predictor would compute itself: same weights and the same encode size
+        (:attr:`ICASModel.input_size`, see :meth:`share_backbone`)."""
+        return tuple(input_size) == self.model.input_size and self.same_weights(backbone)
+
+    def share_backbone(self, backbone: nn.Module, input_size: tuple[int, int],
+                       max_cells: int = 0) -> bool:
+        """Encode at ``input_size`` from now on when ``backbone`` has the encoder's weights,
+        so that frames can be scored on that backbone's features (one encoder pass per frame
+        in the pipeline); ``max_cells`` > 0: the decoder sees those features average-pooled
+        by the smallest integer factor that leaves at most that many cells (the decoder's
+        cost grows with the cells; prompts and frames alike). Prompts set before with another
+        size or pooling are dropped. Returns whether the features are shared; False (and
+        nothing changed) for another backbone."""
+        if max_cells < 0:
+            raise PastaError(f"max_cells must be >= 0 (0: no pooling), got {max_cells}")
+        if not self.same_weights(backbone):
+            return False
+        size = (int(input_size[0]), int(input_size[1]))
+        if size != self.model.input_size or int(max_cells) != self.max_cells:
+            self.model.input_size, self.max_cells = size, int(max_cells)
+            self.clear()
+        return True
+
+    def pool(self, feats: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` -> the same average-pooled by ``ceil(sqrt(h w / max_cells))``
+        (ceil mode: a partial border window averages the cells it covers); unchanged when
+        ``max_cells`` is 0 or the grid is small enough."""
+        h, w = feats.shape[-2:]
+        factor = math.ceil(math.sqrt(h * w / self.max_cells)) if self.max_cells else 1
+        return F.avg_pool2d(feats, factor, ceil_mode=True) if factor > 1 else feats
 
     def _features(self, image: np.ndarray) -> torch.Tensor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise PastaError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} "
                              f"{image.dtype}")
-        return self.model.encode([self.model.prepare(image)])
+        return self.pool(self.model.encode([self.model.prepare(image)]))
 
     def _check(self, prompt: AnomalyPrompt | NormalPrompt) -> None:
-        arch = self.model.arch
-        if prompt.backbone != arch.backbone or tuple(prompt.input_size) != arch.input_size:
+        arch, size = self.model.arch, self.model.input_size
+        if prompt.backbone != arch.backbone or tuple(prompt.input_size) != size:
             raise PastaError(f"prompt was encoded with {prompt.backbone} at "
                              f"{prompt.input_size[0]}x{prompt.input_size[1]} but the model uses "
-                             f"{arch.backbone} at {arch.input_size[0]}x{arch.input_size[1]}; "
+                             f"{arch.backbone} at {size[0]}x{size[1]}; "
                              "set the prompt again from its images")
 
     # -- prompts --------------------------------------------------------------------------
@@ -289,9 +349,13 @@ class ICASPredictor:
         """The prompts set now, read once (a concurrent set/clear never splits a frame)."""
         return self.normal, self.anomaly
 
-    def score_grid(self, image: np.ndarray, mode: str = "auto") -> tuple[torch.Tensor, str]:
+    def score_grid(self, image: np.ndarray, mode: str = "auto",
+                   feats: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
         """Score map at the encoder's feature resolution: ``(h, w) float32`` in [0, 1], and the
-        mode used. mode: 'auto' (every prompt set), 'anomaly', 'normal' or 'both'."""
+        mode used. mode: 'auto' (every prompt set), 'anomaly', 'normal' or 'both'.
+        ``feats``: the image's ``(1, C, h, w) float32`` encoder features when the caller has
+        them (another component's pass of the same backbone, :meth:`shares_features`); the
+        encoder then does not run."""
         normal, anomaly = self.prompts()
         if mode == "auto":
             mode = {(True, True): "both", (True, False): "anomaly",
@@ -303,7 +367,13 @@ class ICASPredictor:
                              "mask, or clicks) and/or a normal prompt (k normal images) first")
         for prompt in need[mode]:
             self._check(prompt)
-        feats = self._features(image)
+        if feats is None:
+            feats = self._features(image)
+        elif feats.ndim != 4 or feats.shape[:2] != (1, self.model.arch.decoder.in_channels):
+            raise PastaError(f"shared features must be (1, {self.model.arch.decoder.in_channels}"
+                             f", h, w), got {tuple(feats.shape)}")
+        else:
+            feats = self.pool(feats.to(next(self.model.decoder.parameters()).device).float())
         maps = []
         if mode in ("anomaly", "both"):
             maps.append(score_anomaly(self.model, feats, anomaly, self.mfm))
