@@ -35,7 +35,7 @@ def test_a_small_disc_touching_a_large_one_is_its_own_instance():
 def test_the_depth_threshold_matches_the_hand_computed_saddle():
     comps = cv2.connectedComponents(BIG_SMALL.astype(np.uint8), connectivity=8)[1]
     dist = cv2.distanceTransform(BIG_SMALL.astype(np.uint8), cv2.DIST_L2, 5)
-    assert dist[60, 80] == 6.0 and dist[60, 93] == 14.0
+    assert dist[60, 80] == 6.0 and abs(dist[60, 93] - 14.0) < 1e-3
     assert depth_seeds(dist, 0.55, comps)[0] - 1 == 2  # 0.57 >= 0.55: two seeds
     assert depth_seeds(dist, 0.6, comps)[0] - 1 == 1  # 0.57 < 0.6: one seed
 

@@ -196,23 +196,24 @@ def _cluster_samples(base: CachedSet, centers: torch.Tensor, candidates: np.ndar
 
 def _half_counts(cached: CachedSet, centers: torch.Tensor,
                  halves: dict[int, torch.Tensor]) -> dict[int, np.ndarray]:
-    """Rows of each split cluster that fall in each of its two halves: ``{cluster: (2,)}``."""
-    out = {j: np.zeros(2, np.int64) for j in halves}
+    """Rows of each split cluster that fall in each of its parts: ``{cluster: (parts,)}``."""
+    out = {j: np.zeros(sub.shape[0], np.int64) for j, sub in halves.items()}
     for rows, ids in assigned_batches(cached.cache, cached.shapes, centers):
         flat = ids.reshape(-1)
         for j, sub in halves.items():
             sel = (flat == j).cpu().numpy()
             if sel.any():
                 half = assign_clusters(torch.from_numpy(rows[sel]).to(sub.device), sub)
-                out[j] += np.bincount(half.cpu().numpy(), minlength=2)
+                out[j] += np.bincount(half.cpu().numpy(), minlength=sub.shape[0])
     return out
 
 
 def _two_means_halves(base: CachedSet, c_t: torch.Tensor, candidates: np.ndarray,
-                      counts: np.ndarray, seed: int
+                      counts: np.ndarray, seed: int, parts: int = 2
                       ) -> tuple[dict[int, torch.Tensor], dict[int, np.ndarray]]:
-    """A 2-means on a baseline sample of each candidate cluster: ``{cluster: (2, C) float32
-    half centres}`` and ``{cluster: (2,) float64 share of the sample in each half}``."""
+    """A ``parts``-means on a baseline sample of each candidate cluster: ``{cluster:
+    (parts, C) float32 part centres}`` and ``{cluster: (parts,) float64 share of the sample
+    in each part}``."""
     samples = _cluster_samples(base, c_t, candidates, counts, seed)
     halves: dict[int, torch.Tensor] = {}
     sample_share: dict[int, np.ndarray] = {}
@@ -220,9 +221,9 @@ def _two_means_halves(base: CachedSet, c_t: torch.Tensor, candidates: np.ndarray
         rows = half_rows.astype(np.float32)
         if rows.shape[0] < 20 or np.unique(rows[:2000], axis=0).shape[0] < 2:
             continue
-        km = KMeans(n_clusters=2, n_init=3, random_state=seed).fit(rows)
+        km = KMeans(n_clusters=parts, n_init=3, random_state=seed).fit(rows)
         halves[j] = torch.from_numpy(km.cluster_centers_.astype(np.float32)).to(c_t.device)
-        sample_share[j] = np.bincount(km.labels_, minlength=2) / rows.shape[0]
+        sample_share[j] = np.bincount(km.labels_, minlength=parts) / rows.shape[0]
     return halves, sample_share
 
 
@@ -237,15 +238,17 @@ def _half_ratio(cached: CachedSet, c_t: torch.Tensor, halves: dict[int, torch.Te
 
 
 def _apply_splits(centers: np.ndarray, background: np.ndarray,
-                  kept: list[tuple[int, np.ndarray, bool]]) -> tuple[np.ndarray, np.ndarray]:
-    """Replace each kept cluster's centre by its half 0 and append half 1 (with its
-    background flag). kept: ``(cluster, (2, C) half centres, half 1 is background)``."""
+                  kept: list[tuple[int, np.ndarray, np.ndarray]]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Replace each kept cluster's centre by its part 0 and append the other parts (with
+    their background flags). kept: ``(cluster, (P, C) part centres, (P - 1,) bool flags of
+    parts 1..P-1)``."""
     new_centers, new_flags = centers.copy(), background.copy()
-    for j, halves_np, _ in kept:
-        new_centers[j] = halves_np[0]
+    for j, parts, _ in kept:
+        new_centers[j] = parts[0]
     if kept:
-        new_centers = np.concatenate([new_centers, np.stack([h[1] for _, h, _ in kept])])
-        new_flags = np.concatenate([new_flags, np.array([bg for _, _, bg in kept], bool)])
+        new_centers = np.concatenate([new_centers, *[p[1:] for _, p, _ in kept]])
+        new_flags = np.concatenate([new_flags, *[np.asarray(f, bool) for _, _, f in kept]])
     return new_centers.astype(np.float32), new_flags
 
 
@@ -284,13 +287,16 @@ def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
     for j, sub in halves.items():
         pb, ratio = pb_all[j], ratios[j]
         if np.any((ratio < cfg.ratio_threshold) & (pb >= SPLIT_MIN_SHARE)):
-            kept.append((j, sub.cpu().numpy(), False))
+            kept.append((j, sub.cpu().numpy(), np.zeros(1, bool)))
             log.info("split cluster %d: halves P_base %.4f/%.4f, R %.3f/%.3f", j, pb[0], pb[1],
                      ratio[0], ratio[1])
     new_centers, new_flags = _apply_splits(centers, background, kept)
     log.info("cluster split: %d of %d object clusters split (K' %d -> %d)", len(kept),
              int((~background).sum()), k, new_centers.shape[0])
     return new_centers, new_flags, len(kept)
+
+
+DISTRACTOR_PARTS = 4  # an anomaly cluster is cut into this many parts by the distractor split
 
 
 def split_distractor_clusters(base: CachedSet, ref: CachedSet, empty: CachedSet | None,
@@ -303,13 +309,14 @@ def split_distractor_clusters(base: CachedSet, ref: CachedSet, empty: CachedSet 
     A distractor present in every set (a yellow paper label) can share an anomaly cluster
     with a rare material (brass): the merged cluster is still rare in the reference, and every
     label becomes an anomaly. Each anomaly cluster (``P_ref / P_base < ratio_threshold``, not
-    background) is split by a 2-means on a sample of its baseline patches; a half is *present*
-    in the anomaly-free sets when its ``P_ref / P_base`` or, given the empty set,
-    ``P_empty / P_base`` is at least ``ratio_threshold``. The split is kept when one half is
-    present and the other is not (and holds >= SPLIT_MIN_SHARE of the baseline); the present
-    half is appended as a new cluster, flagged background when ``P_empty / P_base >=
-    background_ratio`` (as Phase 2b flags background clusters). The ratio rule afterwards
-    (with :func:`free_set_anomalies`) leaves it out of the anomalies.
+    background) is cut into DISTRACTOR_PARTS by a K-Means on a sample of its baseline
+    patches; a part is *present* in the anomaly-free sets when its ``P_ref / P_base`` or,
+    given the empty set, ``P_empty / P_base`` is at least ``ratio_threshold``. The split is
+    kept when some part is present and some part (with >= SPLIT_MIN_SHARE of the baseline)
+    is not; every part becomes a cluster, a present one flagged background when
+    ``P_empty / P_base >= background_ratio`` (as Phase 2b flags background clusters). The
+    ratio rule afterwards (:func:`free_set_anomalies`) leaves the present parts out of the
+    anomalies and keeps the absent ones.
 
     counts: ``(K',)`` baseline, reference and (or None) empty counts under ``centers``.
     Returns new centres ``(K'', C) float32``, flags ``(K'',) bool`` and the number split.
@@ -318,23 +325,25 @@ def split_distractor_clusters(base: CachedSet, ref: CachedSet, empty: CachedSet 
     c_t = torch.from_numpy(centers).to(device)
     anomaly = free_set_anomalies(base_counts, ref_counts, None, background, cfg)
     candidates = np.flatnonzero(anomaly & (aa.distribution(base_counts) >= 2 * SPLIT_MIN_SHARE))
-    halves, sample_share = _two_means_halves(base, c_t, candidates, base_counts, cfg.seed)
-    pb_all = _baseline_shares(halves, sample_share, base_counts)
-    r_ref = _half_ratio(ref, c_t, halves, pb_all, int(ref_counts.sum()))
-    r_emp = (_half_ratio(empty, c_t, halves, pb_all, int(emp_counts.sum()))
+    parts, sample_share = _two_means_halves(base, c_t, candidates, base_counts, cfg.seed,
+                                            DISTRACTOR_PARTS)
+    pb_all = _baseline_shares(parts, sample_share, base_counts)
+    r_ref = _half_ratio(ref, c_t, parts, pb_all, int(ref_counts.sum()))
+    r_emp = (_half_ratio(empty, c_t, parts, pb_all, int(emp_counts.sum()))
              if empty is not None and emp_counts is not None
-             else {j: np.zeros(2) for j in halves})
+             else {j: np.zeros(DISTRACTOR_PARTS) for j in parts})
     kept = []
-    for j, sub in halves.items():
+    for j, sub in parts.items():
         present = (r_ref[j] >= cfg.ratio_threshold) | (r_emp[j] >= cfg.ratio_threshold)
         absent = ~present & (pb_all[j] >= SPLIT_MIN_SHARE)
         if not (present.any() and absent.any()):
             continue
-        order = [int(np.argmax(absent)), int(np.argmax(present))]  # anomaly half first
-        kept.append((j, sub.cpu().numpy()[order],
-                     bool(r_emp[j][order[1]] >= cfg.background_ratio)))
-        log.info("distractor split of anomaly cluster %d: R_ref %.3f/%.3f, R_empty %.3f/%.3f",
-                 j, r_ref[j][0], r_ref[j][1], r_emp[j][0], r_emp[j][1])
+        order = np.r_[np.flatnonzero(absent)[:1], np.delete(np.arange(present.size),
+                                                            np.flatnonzero(absent)[:1])]
+        is_bg = present & (r_emp[j] >= cfg.background_ratio)
+        kept.append((j, sub.cpu().numpy()[order], is_bg[order][1:]))
+        log.info("distractor split of anomaly cluster %d: P_base %s, R_ref %s, R_empty %s", j,
+                 np.round(pb_all[j], 4), np.round(r_ref[j], 3), np.round(r_emp[j], 3))
     new_centers, new_flags = _apply_splits(centers, background, kept)
     return new_centers, new_flags, len(kept)
 
