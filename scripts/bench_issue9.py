@@ -12,22 +12,33 @@ import argparse
 import json
 import sys
 import time
+from itertools import product
 from pathlib import Path
 
-from pasta_ros.pipeline import build_extractor as make_extractor
-from pasta_ros.core.config import PastaConfig
-
 from pasta_ros.core.calibration import calibrate
+from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.metrics import mean_std
 from pasta_ros.core.segmenters import build_segmenter
 from pasta_ros.data.layout import DatasetLayout
 from pasta_ros.evaluation import METRICS, CachingExtractor, evaluate
 from pasta_ros.pipeline import PastaPipeline
+from pasta_ros.pipeline import build_extractor as make_extractor
 from pasta_ros.sources import folder_source
 
 VARIANTS = {"split": {"instance_split": True}, "nosplit": {"instance_split": False},
             "sep1": {"instance_split": True, "split_separation": 1.0},
-            "sep4": {"instance_split": True, "split_separation": 4.0}}
+            "sep4": {"instance_split": True, "split_separation": 4.0},
+            **{f"sd{int(d * 10)}": {"instance_split": True, "seed_depth": d}
+               for d in (0.3, 0.4, 0.5, 0.6)}}
+
+
+def _fields(pairs: list[str]) -> dict:
+    """'k=v' strings -> config values typed as the PastaConfig field (bools: 0/1)."""
+    out = {}
+    for k, v in (p.split("=") for p in pairs):
+        kind = type(getattr(PastaConfig(), k))
+        out[k] = bool(int(v)) if kind is bool else kind(v)
+    return out
 
 
 def main() -> None:
@@ -37,22 +48,26 @@ def main() -> None:
     ap.add_argument("--variants", default="split,nosplit")
     ap.add_argument("--settings", default="empty,noempty")
     ap.add_argument("--set", action="append", default=[], help="extra config k=v (float)")
+    ap.add_argument("--calib", default="default:",
+                    help="calibration variants 'name:k=v;k=v,name2:...' (each calibrated)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    extra = {k: type(getattr(PastaConfig(), k))(v) for k, v in (s.split("=") for s in a.set)}
-    cfg = PastaConfig().replace(**extra)
+    cfg = PastaConfig().replace(**_fields(a.set))
+    calibs = {c.split(":", 1)[0]: _fields([kv for kv in c.split(":", 1)[1].split(";") if kv])
+              for c in a.calib.split(",")}
     layout = DatasetLayout.discover(a.data)
     ext = CachingExtractor(make_extractor(cfg))
     runs = []
     t0 = time.time()
     for setting in a.settings.split(","):
         empty = folder_source(layout.empty) if setting == "empty" else None
-        for seed in map(int, a.seeds.split(",")):
-            run_cfg = cfg.replace(seed=seed)
+        for seed, (cname, cset) in product(map(int, a.seeds.split(",")), calibs.items()):
+            run_cfg = cfg.replace(seed=seed, **cset)
             model = calibrate(ext, folder_source(layout.baseline),
                               folder_source(layout.reference), empty, run_cfg, quiet=True)
-            for v in a.variants.split(","):
-                vcfg = run_cfg.replace(**VARIANTS[v])
+            for seg_v in a.variants.split(","):
+                v = seg_v if len(calibs) == 1 else f"{cname}/{seg_v}"
+                vcfg = run_cfg.replace(**VARIANTS[seg_v])
                 pipe = PastaPipeline(model, ext, build_segmenter("clusters", model, vcfg),
                                      model.vote_threshold)
                 m = evaluate(pipe, layout, quiet=True)
@@ -68,7 +83,7 @@ def main() -> None:
                       file=sys.stderr, flush=True)
     summary = {}
     for setting in a.settings.split(","):
-        for v in a.variants.split(","):
+        for v in dict.fromkeys(r["variant"] for r in runs):
             sel = [r for r in runs if r["setting"] == setting and r["variant"] == v]
             summary[f"{setting}/{v}"] = {m: [round(x, 1) for x in mean_std([r[m] for r in sel])]
                                          for m in METRICS}

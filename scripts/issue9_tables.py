@@ -13,6 +13,6 @@ for path in sys.argv[1:]:
     d = json.load(open(path))
     name = d["data"].rstrip("/").split("/")[-1]
     for key, row in d["summary"].items():
-        setting, variant = key.split("/")
+        setting, variant = key.split("/", 1)
         cells = [f"{row[c][0]:.1f} ({row[c][1]:.1f})" for c in COLS]
         print(f"| {name} | {setting} | {variant} | " + " | ".join(cells) + " |")

@@ -196,16 +196,67 @@ def _cluster_samples(base: CachedSet, centers: torch.Tensor, candidates: np.ndar
 
 def _half_counts(cached: CachedSet, centers: torch.Tensor,
                  halves: dict[int, torch.Tensor]) -> dict[int, np.ndarray]:
-    """Rows of each split cluster that fall in each of its two halves: ``{cluster: (2,)}``."""
-    out = {j: np.zeros(2, np.int64) for j in halves}
+    """Rows of each split cluster that fall in each of its parts: ``{cluster: (parts,)}``."""
+    out = {j: np.zeros(sub.shape[0], np.int64) for j, sub in halves.items()}
     for rows, ids in assigned_batches(cached.cache, cached.shapes, centers):
         flat = ids.reshape(-1)
         for j, sub in halves.items():
             sel = (flat == j).cpu().numpy()
             if sel.any():
                 half = assign_clusters(torch.from_numpy(rows[sel]).to(sub.device), sub)
-                out[j] += np.bincount(half.cpu().numpy(), minlength=2)
+                out[j] += np.bincount(half.cpu().numpy(), minlength=sub.shape[0])
     return out
+
+
+def _two_means_halves(base: CachedSet, c_t: torch.Tensor, candidates: np.ndarray,
+                      counts: np.ndarray, seed: int, parts: int = 2
+                      ) -> tuple[dict[int, torch.Tensor], dict[int, np.ndarray]]:
+    """A ``parts``-means on a baseline sample of each candidate cluster: ``{cluster:
+    (parts, C) float32 part centres}`` and ``{cluster: (parts,) float64 share of the sample
+    in each part}``."""
+    samples = _cluster_samples(base, c_t, candidates, counts, seed)
+    halves: dict[int, torch.Tensor] = {}
+    sample_share: dict[int, np.ndarray] = {}
+    for j, half_rows in samples.items():
+        rows = half_rows.astype(np.float32)
+        if rows.shape[0] < 20 or np.unique(rows[:2000], axis=0).shape[0] < 2:
+            continue
+        km = KMeans(n_clusters=parts, n_init=3, random_state=seed).fit(rows)
+        halves[j] = torch.from_numpy(km.cluster_centers_.astype(np.float32)).to(c_t.device)
+        sample_share[j] = np.bincount(km.labels_, minlength=parts) / rows.shape[0]
+    return halves, sample_share
+
+
+def _half_ratio(cached: CachedSet, c_t: torch.Tensor, halves: dict[int, torch.Tensor],
+                base_share: dict[int, np.ndarray], n_total: int) -> dict[int, np.ndarray]:
+    """``{cluster: (2,) float64}`` each half's share of ``cached``'s patches over its share
+    of the baseline (``inf`` where the baseline share is 0)."""
+    counts = _half_counts(cached, c_t, halves)
+    n = max(int(n_total), 1)
+    return {j: np.where(base_share[j] > 0, counts[j] / n / np.maximum(base_share[j], 1e-12),
+                        np.inf) for j in halves}
+
+
+def _apply_splits(centers: np.ndarray, background: np.ndarray,
+                  kept: list[tuple[int, np.ndarray, np.ndarray]]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Replace each kept cluster's centre by its part 0 and append the other parts (with
+    their background flags). kept: ``(cluster, (P, C) part centres, (P - 1,) bool flags of
+    parts 1..P-1)``."""
+    new_centers, new_flags = centers.copy(), background.copy()
+    for j, parts, _ in kept:
+        new_centers[j] = parts[0]
+    if kept:
+        new_centers = np.concatenate([new_centers, *[p[1:] for _, p, _ in kept]])
+        new_flags = np.concatenate([new_flags, *[np.asarray(f, bool) for _, _, f in kept]])
+    return new_centers.astype(np.float32), new_flags
+
+
+def _baseline_shares(halves: dict[int, torch.Tensor], sample_share: dict[int, np.ndarray],
+                     base_counts: np.ndarray) -> dict[int, np.ndarray]:
+    """``{cluster: (2,)}`` each half's share of all baseline patches."""
+    n_base = max(int(base_counts.sum()), 1)
+    return {j: sample_share[j] * base_counts[j] / n_base for j in halves}
 
 
 def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
@@ -229,36 +280,87 @@ def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
     p_base, p_ref = aa.distribution(base_counts), aa.distribution(ref_counts)
     already = aa.anomaly_clusters(p_ref, p_base, cfg.ratio_threshold)
     candidates = np.flatnonzero(~background & ~already & (p_base >= 2 * SPLIT_MIN_SHARE))
-    samples = _cluster_samples(base, c_t, candidates, base_counts, cfg.seed)
-    halves: dict[int, torch.Tensor] = {}
-    sample_share: dict[int, np.ndarray] = {}
-    for j, half_rows in samples.items():
-        rows = half_rows.astype(np.float32)
-        if rows.shape[0] < 20 or np.unique(rows[:2000], axis=0).shape[0] < 2:
-            continue
-        km = KMeans(n_clusters=2, n_init=3, random_state=cfg.seed).fit(rows)
-        halves[j] = torch.from_numpy(km.cluster_centers_.astype(np.float32)).to(device)
-        sample_share[j] = np.bincount(km.labels_, minlength=2) / rows.shape[0]
-    ref_halves = _half_counts(ref, c_t, halves)
-    n_base, n_ref = max(int(base_counts.sum()), 1), max(int(ref_counts.sum()), 1)
-    new_centers, new_flags, extra, splits = centers.copy(), background.copy(), [], 0
+    halves, sample_share = _two_means_halves(base, c_t, candidates, base_counts, cfg.seed)
+    pb_all = _baseline_shares(halves, sample_share, base_counts)
+    ratios = _half_ratio(ref, c_t, halves, pb_all, int(ref_counts.sum()))
+    kept = []
     for j, sub in halves.items():
-        pb = sample_share[j] * base_counts[j] / n_base   # each half's share of the baseline
-        pr = ref_halves[j] / n_ref
-        ratio = np.where(pb > 0, pr / np.maximum(pb, 1e-12), np.inf)
+        pb, ratio = pb_all[j], ratios[j]
         if np.any((ratio < cfg.ratio_threshold) & (pb >= SPLIT_MIN_SHARE)):
-            halves_np = sub.cpu().numpy()
-            new_centers[j] = halves_np[0]
-            extra.append(halves_np[1])
-            splits += 1
+            kept.append((j, sub.cpu().numpy(), np.zeros(1, bool)))
             log.info("split cluster %d: halves P_base %.4f/%.4f, R %.3f/%.3f", j, pb[0], pb[1],
                      ratio[0], ratio[1])
-    if extra:
-        new_centers = np.concatenate([new_centers, np.stack(extra)]).astype(np.float32)
-        new_flags = np.concatenate([new_flags, np.zeros(len(extra), bool)])
-    log.info("cluster split: %d of %d object clusters split (K' %d -> %d)", splits,
+    new_centers, new_flags = _apply_splits(centers, background, kept)
+    log.info("cluster split: %d of %d object clusters split (K' %d -> %d)", len(kept),
              int((~background).sum()), k, new_centers.shape[0])
-    return new_centers, new_flags, splits
+    return new_centers, new_flags, len(kept)
+
+
+DISTRACTOR_PARTS = 4  # an anomaly cluster is cut into this many parts by the distractor split
+
+
+def split_distractor_clusters(base: CachedSet, ref: CachedSet, empty: CachedSet | None,
+                              centers: np.ndarray, background: np.ndarray,
+                              counts: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+                              cfg: PastaConfig, device: torch.device | str
+                              ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Split anomaly clusters that also hold something the anomaly-free sets show.
+
+    A distractor present in every set (a yellow paper label) can share an anomaly cluster
+    with a rare material (brass): the merged cluster is still rare in the reference, and every
+    label becomes an anomaly. Each anomaly cluster (``P_ref / P_base < ratio_threshold``, not
+    background) is cut into DISTRACTOR_PARTS by a K-Means on a sample of its baseline
+    patches; a part is *present* in the anomaly-free sets when its ``P_ref / P_base`` or,
+    given the empty set, ``P_empty / P_base`` is at least ``ratio_threshold``. The split is
+    kept when some part is present and some part (with >= SPLIT_MIN_SHARE of the baseline)
+    is not; every part becomes a cluster, a present one flagged background when
+    ``P_empty / P_base >= background_ratio`` (as Phase 2b flags background clusters). The
+    ratio rule afterwards (:func:`free_set_anomalies`) leaves the present parts out of the
+    anomalies and keeps the absent ones.
+
+    counts: ``(K',)`` baseline, reference and (or None) empty counts under ``centers``.
+    Returns new centres ``(K'', C) float32``, flags ``(K'',) bool`` and the number split.
+    """
+    base_counts, ref_counts, emp_counts = counts
+    c_t = torch.from_numpy(centers).to(device)
+    anomaly = free_set_anomalies(base_counts, ref_counts, None, background, cfg)
+    candidates = np.flatnonzero(anomaly & (aa.distribution(base_counts) >= 2 * SPLIT_MIN_SHARE))
+    parts, sample_share = _two_means_halves(base, c_t, candidates, base_counts, cfg.seed,
+                                            DISTRACTOR_PARTS)
+    pb_all = _baseline_shares(parts, sample_share, base_counts)
+    r_ref = _half_ratio(ref, c_t, parts, pb_all, int(ref_counts.sum()))
+    r_emp = (_half_ratio(empty, c_t, parts, pb_all, int(emp_counts.sum()))
+             if empty is not None and emp_counts is not None
+             else {j: np.zeros(DISTRACTOR_PARTS) for j in parts})
+    kept = []
+    for j, sub in parts.items():
+        present = (r_ref[j] >= cfg.ratio_threshold) | (r_emp[j] >= cfg.ratio_threshold)
+        absent = ~present & (pb_all[j] >= SPLIT_MIN_SHARE)
+        if not (present.any() and absent.any()):
+            continue
+        order = np.r_[np.flatnonzero(absent)[:1], np.delete(np.arange(present.size),
+                                                            np.flatnonzero(absent)[:1])]
+        is_bg = present & (r_emp[j] >= cfg.background_ratio)
+        kept.append((j, sub.cpu().numpy()[order], is_bg[order][1:]))
+        log.info("distractor split of anomaly cluster %d: P_base %s, R_ref %s, R_empty %s", j,
+                 np.round(pb_all[j], 4), np.round(r_ref[j], 3), np.round(r_emp[j], 3))
+    new_centers, new_flags = _apply_splits(centers, background, kept)
+    return new_centers, new_flags, len(kept)
+
+
+def free_set_anomalies(base_counts: np.ndarray, ref_counts: np.ndarray,
+                       emp_counts: np.ndarray | None, background: np.ndarray,
+                       cfg: PastaConfig) -> np.ndarray:
+    """``(K,) bool`` anomaly clusters: ``P_ref / P_base < ratio_threshold``, not background,
+    and with ``distractor_rule`` and an empty set also ``P_empty / P_base < ratio_threshold``
+    (what empty scenes show is never an anomaly)."""
+    p_base = aa.distribution(base_counts)
+    anomaly = aa.anomaly_clusters(aa.distribution(ref_counts), p_base,
+                                  cfg.ratio_threshold) & ~background
+    if cfg.distractor_rule and emp_counts is not None:
+        anomaly &= aa.anomaly_clusters(aa.distribution(emp_counts), p_base,
+                                       cfg.ratio_threshold)
+    return anomaly
 
 
 def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet | None,
@@ -329,12 +431,25 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
             centers = torch.from_numpy(centers_np).to(extractor.device)
             base_maps, ref_maps = base.maps(centers), ref.maps(centers)
         emp_maps = emp.maps(centers) if emp is not None else None
+        distractor_splits = 0
+        if cfg.distractor_rule:
+            report("split")
+            centers_np, background, distractor_splits = split_distractor_clusters(
+                base, ref, emp, centers_np, background,
+                (base_maps.counts, ref_maps.counts,
+                 emp_maps.counts if emp_maps is not None else None), cfg, extractor.device)
+        if distractor_splits:
+            centers = torch.from_numpy(centers_np).to(extractor.device)
+            base_maps, ref_maps = base.maps(centers), ref.maps(centers)
+            emp_maps = emp.maps(centers) if emp is not None else None
     finally:
         for cached in sets:
             cached.close()
     p_base, p_ref = aa.distribution(base_maps.counts), aa.distribution(ref_maps.counts)
     p_empty = aa.distribution(emp_maps.counts) if emp_maps is not None else None
-    anomaly = aa.anomaly_clusters(p_ref, p_base, cfg.ratio_threshold) & ~background
+    anomaly = free_set_anomalies(base_maps.counts, ref_maps.counts,
+                                 emp_maps.counts if emp_maps is not None else None,
+                                 background, cfg)
     colour_sets = [(baseline, base_maps), (reference, ref_maps)]
     colour_sets += [(empty, None)] if empty is not None else []
     report("colour_model")
@@ -344,6 +459,7 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
              "baseline_patches": int(base_maps.counts.sum()),
              "reference_patches": int(ref_maps.counts.sum()),
              "object_clusters": int((~background).sum()), "split_clusters": splits,
+             "distractor_splits": distractor_splits,
              "background_clusters": int(background.sum())}
     model = CalibratedModel(
         backbone=cfg.backbone, weights_hash=weights_hash,

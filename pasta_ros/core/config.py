@@ -69,6 +69,13 @@ class _SharedConfig:
                                     "the split where one half is absent from the reference set "
                                     "(R < ratio_threshold): anomalies that K-Means merged with "
                                     "targets get a cluster of their own")
+    distractor_rule: bool = _f(True, "what the anomaly-free sets show is never an anomaly: "
+                                     "each anomaly cluster is split by a 2-means and a half "
+                                     "present in the reference or empty set (its P/P_base >= "
+                                     "ratio_threshold) leaves the anomalies (background when "
+                                     "P_empty/P_base >= background_ratio); with an empty set a "
+                                     "cluster also needs P_empty/P_base < ratio_threshold to be "
+                                     "an anomaly (distractors such as paper labels)")
     background_ratio: float = _f(0.5, "with an empty-scene set: a cluster is background when "
                                       "P_empty/P_base >= this", lo=0.0, hi=100.0)
     batch_size: int = _f(4, "images per backbone batch", lo=1, hi=256)
@@ -97,6 +104,12 @@ class _SharedConfig:
                                     "start-up (False: fail and say why)")
     min_area: int = _f(150, "segments smaller than this many pixels (at input size) are dropped",
                        lo=0, hi=10**7)
+    seed_depth: float = _f(0.0, "clusters segmenter, touching objects: a distance-transform "
+                                "maximum seeds its own instance when the saddle to any higher "
+                                "maximum is at most (1 - seed_depth) x its height (relative "
+                                "depth, h-maxima of log distance); 0 = seeds are the cores "
+                                ">= 0.5 x the component's largest distance (the old rule)",
+                           lo=0.0, hi=0.99)
     instance_split: bool = _f(True, "after the segmenter, split an instance that holds a "
                                     "coherent anomaly part and a coherent non-anomaly part "
                                     "(each >= min_area) along the material border, refined "

@@ -19,8 +19,9 @@ least ``min_area`` pixels), and splits it along the material boundary:
    the blob's outline (a touching object does; a highlight band inside one piece does not),
    else the instance is left whole. Fusion then votes per part.
 
-Only instances with both sides present are visited (a few per frame); the rest of the frame
-costs two bincounts.
+Only instances with both sides present are visited (a few per frame): a first test on the
+patch grid (an anomaly and a non-anomaly patch centre inside the instance), then the pixel
+test on the instance's box, where the prior is computed (never on the full frame).
 """
 
 from __future__ import annotations
@@ -81,12 +82,51 @@ def anomaly_prior(patches: np.ndarray, height: int, width: int,
     return np.where(obj > 0.05, anom / np.maximum(obj, 1e-6), anom).astype(np.float32)
 
 
-def mixed_instances(ids: np.ndarray, prior: np.ndarray, min_area: int) -> np.ndarray:
-    """Ids whose anomaly side (prior > 0.5) and other side both hold >= ``min_area`` px."""
+def _bilinear_axis(n_out: int, n_in: int, start: int, stop: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cv2.resize's INTER_LINEAR sampling of output pixels ``start..stop-1`` along one axis:
+    source indices i0, i1 ``(m,) int64`` and weights of i1 ``(m,) float32``."""
+    src = (np.arange(start, stop, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    src = np.clip(src, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def _resize_crop(grid: np.ndarray, height: int, width: int, box: tuple[slice, slice]
+                 ) -> np.ndarray:
+    """The ``box`` crop of ``cv2.resize(grid, (width, height), INTER_LINEAR)`` without the
+    full frame: ``(h, w) float32`` grid -> ``(box rows, box cols) float32``."""
+    y0, y1, wy = _bilinear_axis(height, grid.shape[0], box[0].start, box[0].stop)
+    x0, x1, wx = _bilinear_axis(width, grid.shape[1], box[1].start, box[1].stop)
+    g = grid.astype(np.float32)
+    top = g[y0][:, x0] * (1 - wx) + g[y0][:, x1] * wx
+    bottom = g[y1][:, x0] * (1 - wx) + g[y1][:, x1] * wx
+    return top * (1 - wy)[:, None] + bottom * wy[:, None]
+
+
+def anomaly_prior_crop(patches: np.ndarray, height: int, width: int,
+                       box: tuple[slice, slice], objects: np.ndarray | None = None
+                       ) -> np.ndarray:
+    """The ``box`` crop of :func:`anomaly_prior` (same values), computed on the crop only."""
+    anom = _resize_crop(patches, height, width, box)
+    if objects is None:
+        return anom
+    obj = _resize_crop(objects | patches, height, width, box)
+    return np.where(obj > 0.05, anom / np.maximum(obj, 1e-6), anom).astype(np.float32)
+
+
+def grid_candidates(ids: np.ndarray, patches: np.ndarray) -> np.ndarray:
+    """Ids with at least one anomaly and one non-anomaly patch centre (the patch grid
+    ``(h, w)``); a cheap filter before the pixel test in :func:`split_by_material`."""
+    h, w = patches.shape
+    rows = ((np.arange(h) + 0.5) * ids.shape[0] / h).astype(np.int64)
+    cols = ((np.arange(w) + 0.5) * ids.shape[1] / w).astype(np.int64)
+    at = ids[rows[:, None], cols[None, :]]
     n = int(ids.max()) + 1
-    anom = np.bincount(ids[prior > 0.5], minlength=n)
-    area = np.bincount(ids.ravel(), minlength=n)
-    ok = (anom >= min_area) & (area - anom >= min_area)
+    anom = np.bincount(at[patches], minlength=n)
+    other = np.bincount(at[~patches], minlength=n)
+    ok = (anom > 0) & (other > 0)
     ok[0] = False
     return np.flatnonzero(ok)
 
@@ -103,8 +143,7 @@ def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray,
     if ids.size == 0 or ids.max() == 0 or not patches.any():
         return ids
     h, w = ids.shape
-    prior = anomaly_prior(patches, h, w, objects)
-    candidates = mixed_instances(ids, prior, min_area)
+    candidates = grid_candidates(ids, patches)
     if candidates.size == 0:
         return ids
     out = ids.copy()
@@ -114,7 +153,11 @@ def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray,
     for i in candidates.tolist():
         box = boxes[i - 1]
         inside = ids[box] == i
-        side = material_sides(image[box], prior[box], inside, min_separation, prior_weight)
+        prior = anomaly_prior_crop(patches, h, w, box, objects)
+        n_anom = int(np.count_nonzero(inside & (prior > 0.5)))
+        if n_anom < min_area or int(inside.sum()) - n_anom < min_area:
+            continue  # both sides (prior > 0.5 / <= 0.5) need min_area px
+        side = material_sides(image[box], prior, inside, min_separation, prior_weight)
         if side is None:
             continue
         parts = _parts(side, inside, min_area)

@@ -5,7 +5,8 @@ Pipeline per frame (all array ops, no per-pixel Python):
    upsampled bilinearly to the image;
 2. pixel refinement: add the colour-model log-odds of each pixel (ColorModelBuilder);
 3. clean-up: opening, hole filling, dropping regions under ``min_area``;
-4. touching objects split by a watershed on the distance transform, seeded by object cores.
+4. touching objects split by a watershed on the distance transform, seeded by object cores
+   (or, with ``seed_depth``, by distance maxima of enough relative depth).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ class ClusterSegmenter:
     name = "clusters"
 
     def __init__(self, background: np.ndarray, color_log_odds: np.ndarray, *,
-                 min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0) -> None:
+                 min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0,
+                 seed_depth: float = 0.0) -> None:
         self.background = torch.as_tensor(np.asarray(background, bool))
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
         self.split_core = float(split_core)
+        self.seed_depth = float(seed_depth)
         self.color_weight = float(color_weight)
         p = PATCH_CONFIDENCE
         self._patch_logit = float(np.log(p / (1 - p)))
@@ -57,7 +60,7 @@ class ClusterSegmenter:
         """``(H, W, 3) uint8`` + ``(h, w) int64`` -> ``(H, W) int32`` instance ids."""
         prior, colour = self.log_odds_terms(image, cluster_map)
         mask = clean_mask(prior + colour > 0, self.min_area, colour)
-        return split_instances(mask, self.split_core, self.min_area)
+        return split_instances(mask, self.split_core, self.min_area, self.seed_depth)
 
 
 HOLE_BACKGROUND = -2.0  # mean log-odds below which an enclosed region is real background
@@ -110,29 +113,41 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return (mask.astype(bool) | holes).astype(np.uint8)
 
 
-def split_instances(mask: np.ndarray, core: float, min_area: int) -> np.ndarray:
+def split_instances(mask: np.ndarray, core: float, min_area: int,
+                    depth: float = 0.0) -> np.ndarray:
     """Label a ``(H, W) bool`` mask into instances, splitting touching blobs.
 
-    Seeds are the object cores: pixels whose distance to the background is at least
-    ``core`` times the largest distance in their connected component. Two touching pieces
-    whose neck is narrower than that give two cores; the lobes of one jagged piece do not
-    (they fall below the threshold and are grown back). A watershed on the negated distance
-    grows the cores back to the mask, run only on the components with two or more cores.
-    ``core <= 0`` disables splitting. Pieces under ``min_area`` are dropped. ``(H, W) int32``.
+    Seeds (``depth`` 0): the object cores, pixels whose distance to the background is at
+    least ``core`` times the largest distance in their connected component. Two touching
+    pieces whose neck is narrower than that give two cores; the lobes of one jagged piece do
+    not (they fall below the threshold and are grown back). A small piece touching a large
+    one has no core of its own (its distance stays under ``core`` x the large one's).
+
+    Seeds (``depth`` > 0, :func:`depth_seeds`): regional maxima of the distance transform
+    whose depth below their own height is at least ``depth`` (relative to that maximum, not
+    to the component's), so a small disc touching a large one is seeded too.
+
+    A watershed on the negated distance grows the seeds back to the mask, run only on the
+    components with two or more seeds. ``core <= 0`` (depth 0) disables splitting. Pieces
+    under ``min_area`` are dropped. Returns ``(H, W) int32``.
     """
     m = mask.astype(np.uint8)
     n, comps = cv2.connectedComponents(m, connectivity=8)
-    if n <= 1 or core <= 0:
+    if n <= 1 or (core <= 0 and depth <= 0):
         return relabel_without_small(comps.astype(np.int32), min_area)
     dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
     idx = np.flatnonzero(m)  # object pixels only (~10-20% of a frame)
     comp_px = comps.ravel()[idx]
-    dist_px = dist.ravel()[idx]
-    cores = dist_px >= core * _max_per_label(comp_px, dist_px, n)[comp_px]
-    core_mask = np.zeros(m.size, np.uint8)
-    core_mask[idx[cores]] = 1
-    n_seeds, seeds = cv2.connectedComponents(core_mask.reshape(m.shape), connectivity=8)
-    pairs = np.unique(comp_px[cores].astype(np.int64) * n_seeds + seeds.ravel()[idx[cores]])
+    if depth > 0:
+        n_seeds, seeds = depth_seeds(dist, depth, comps)
+        on_seed = seeds.ravel()[idx] > 0
+    else:
+        dist_px = dist.ravel()[idx]
+        on_seed = dist_px >= core * _max_per_label(comp_px, dist_px, n)[comp_px]
+        core_mask = np.zeros(m.size, np.uint8)
+        core_mask[idx[on_seed]] = 1
+        n_seeds, seeds = cv2.connectedComponents(core_mask.reshape(m.shape), connectivity=8)
+    pairs = np.unique(comp_px[on_seed].astype(np.int64) * n_seeds + seeds.ravel()[idx[on_seed]])
     multi = np.flatnonzero(np.bincount(pairs // n_seeds, minlength=n) >= 2)
     labels = comps.astype(np.int32)
     if multi.size:
@@ -142,6 +157,99 @@ def split_instances(mask: np.ndarray, core: float, min_area: int) -> np.ndarray:
         grown = watershed(-dist[box], np.where(region[box], seeds[box], 0), mask=region[box])
         labels[box][region[box]] = n + grown[region[box]]  # above component ids: no clash
     return relabel_without_small(labels, min_area)
+
+
+SEED_MIN_HEIGHT = 2.0  # px: a distance maximum lower than this (a corner, a wire) seeds nothing
+
+
+def depth_seeds(dist: np.ndarray, depth: float, comps: np.ndarray) -> tuple[int, np.ndarray]:
+    """Watershed seeds from the distance transform by a relative-depth rule.
+
+    A regional maximum of height r (distance to the background) is a seed when every path to
+    a higher maximum descends to r x (1 - depth) or lower (its dynamic is >= depth x r): two
+    touching discs of radii r1 >= r2 whose neck has half-width s give two seeds when
+    s <= (1 - depth) r2, whatever r1. Computed on the merge tree of the maxima: basins of a
+    watershed from every local maximum, the saddle of each pair of touching basins, then
+    Kruskal from the highest saddle (the lower top of two merging groups is decided there).
+    Maxima lower than SEED_MIN_HEIGHT seed nothing. dist ``(H, W) float32`` -> (number of
+    labels including 0, ``(H, W) int32`` seed labels, 0 = no seed). comps: ``(H, W)``
+    connected components of the mask; the merge tree runs only on those with two or more
+    local maxima.
+    """
+    peak = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist >= SEED_MIN_HEIGHT)
+    n, peaks = cv2.connectedComponents(peak.astype(np.uint8), connectivity=8)
+    on = peaks > 0
+    pairs = np.unique(comps[on].astype(np.int64) * n + peaks[on])
+    multi = np.flatnonzero(np.bincount(pairs // n) >= 2)
+    if multi.size == 0:
+        return n, peaks
+    region = np.isin(comps, multi)
+    ys, xs = np.nonzero(region)
+    box = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    d = dist[box]
+    peaks_box = np.where(region[box], peaks[box], 0)
+    basins = watershed(-d, peaks_box, mask=region[box])
+    keep = _deep_peaks(basins, d, _peak_heights(peaks_box, d, n), depth)
+    lut = np.zeros(n, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    seeds = lut[peaks]
+    return int(keep.sum()) + 1, seeds
+
+
+def _peak_heights(peaks: np.ndarray, d: np.ndarray, n: int) -> np.ndarray:
+    """``(n,) float64`` height (largest distance) of each peak label (0 for label 0)."""
+    height = np.zeros(n, np.float64)
+    on = peaks > 0
+    np.maximum.at(height, peaks[on], d[on])
+    return height
+
+
+def _basin_saddles(basins: np.ndarray, d: np.ndarray, n: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of touching basins (4-neighbours) and their saddle: the highest
+    min(distance) across their shared border. Returns (lo, hi, saddle) arrays."""
+    keys, vals = [], []
+    for a, b, da, db in ((basins[:, :-1], basins[:, 1:], d[:, :-1], d[:, 1:]),
+                         (basins[:-1], basins[1:], d[:-1], d[1:])):
+        sel = (a != b) & (a > 0) & (b > 0)
+        lo, hi = np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])
+        keys.append(lo.astype(np.int64) * n + hi)
+        vals.append(np.minimum(da[sel], db[sel]))
+    key, val = np.concatenate(keys), np.concatenate(vals)
+    if key.size == 0:
+        return key, key, val
+    order = np.argsort(key, kind="stable")
+    key, val = key[order], val[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    uniq = key[first]
+    return uniq // n, uniq % n, np.maximum.reduceat(val, first)
+
+
+def _deep_peaks(basins: np.ndarray, d: np.ndarray, height: np.ndarray,
+                depth: float) -> np.ndarray:
+    """``(n,) bool`` peaks whose dynamic is >= depth x their height (index 0 False)."""
+    n = height.shape[0]
+    lo, hi, saddle = _basin_saddles(basins, d, n)
+    parent = np.arange(n)
+    top = np.arange(n)  # highest peak of each group (valid at the roots)
+    keep = np.ones(n, bool)
+    keep[0] = False
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for e in np.argsort(-saddle, kind="stable").tolist():
+        ra, rb = root(int(lo[e])), root(int(hi[e]))
+        if ra == rb:
+            continue
+        low, high = (ra, rb) if height[top[ra]] < height[top[rb]] else (rb, ra)
+        if saddle[e] > (1.0 - depth) * height[top[low]]:
+            keep[top[low]] = False
+        parent[low] = high
+    return keep
 
 
 def _max_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

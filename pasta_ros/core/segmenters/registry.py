@@ -35,7 +35,8 @@ class SegmenterEntry:
 def _build_clusters(model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
     from pasta_ros.core.segmenters.clusters import ClusterSegmenter
 
-    return ClusterSegmenter(model.background, model.color_log_odds, min_area=cfg.min_area)
+    return ClusterSegmenter(model.background, model.color_log_odds, min_area=cfg.min_area,
+                            seed_depth=cfg.seed_depth)
 
 
 def _build_sam3(model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
