@@ -38,7 +38,7 @@ def test_free_set_anomalies_by_hand():
     ref = np.array([0, 100, 900])
     empty = np.array([10, 0, 990])  # cluster 0: P_empty/P_base = 0.01/0.1 = 0.1 >= 0.05
     bg = np.array([False, False, True])
-    on, off = PastaConfig(), PastaConfig().replace(distractor_rule=False)
+    on, off = PastaConfig().replace(distractor_rule=True), PastaConfig()
     assert free_set_anomalies(base, ref, None, bg, on).tolist() == [True, False, False]
     assert free_set_anomalies(base, ref, empty, bg, off).tolist() == [True, False, False]
     assert free_set_anomalies(base, ref, empty, bg, on).tolist() == [False, False, False]
@@ -50,7 +50,7 @@ def test_a_label_sharing_the_brass_cluster_is_split_off_and_is_no_anomaly():
     for with_empty in (True, False):
         rng = np.random.default_rng(3)
         base, ref, empty, centers, bg = scene(with_empty, rng)
-        cfg = PastaConfig()
+        cfg = PastaConfig().replace(distractor_rule=True)
         before = counts([base, ref, empty], centers)
         # the merged cluster is an anomaly by the reference (the labels are 0.5 % of it);
         # with the empty set the veto alone would drop it, brass included: hence the split
