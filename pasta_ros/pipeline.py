@@ -30,6 +30,8 @@ from pasta_ros.core.segmenters import Segmenter, build_segmenter
 from pasta_ros.core.threads import configure_threads
 from pasta_ros.core.waw_method import WawObjects
 
+# methods whose frames need only the cluster map (the fused graph); the others read features
+FUSABLE = ("pasta",)
 QUANT_IMAGES = 10  # baseline images kept for int8 calibration (8 calibrate, 2 check)
 
 if TYPE_CHECKING:
@@ -121,6 +123,14 @@ def build_extractor(cfg: PastaConfig, *, cache_dir: str | Path | None = None,
                             resolve_device(cfg.device), cfg.color_weight)
 
 
+def uses_fused_graph(cfg: PastaConfig, model: CalibratedModel) -> bool:
+    """Whether frames of ``model`` run on the fused pixels -> cluster-map graph: an exported
+    backend with ``fused_graph`` on, a method that needs only the cluster map, and not an int8
+    backbone (int8 exists for the feature graph only)."""
+    int8 = cfg.backend == "onnxruntime" and cfg.ort_precision == "int8"
+    return cfg.backend != "torch" and cfg.fused_graph and model.method in FUSABLE and not int8
+
+
 def prepare_runtime(component, input_size: tuple[int, int], stride: int) -> None:
     """Export/check/build (or reuse) the graph an exported backbone or fused graph needs for
     camera frames of ``input_size = (W, H)``, so the first frame pays nothing; a no-op for
@@ -170,7 +180,7 @@ class PastaPipeline:
         if extractor is None:
             cache = Path(cfg.engine_dir) if cfg.engine_dir else Path(model_dir) / "engines"
             backbone = build_backbone(model.backbone, cfg.weights)
-            if cfg.backend != "torch" and cfg.fused_graph:
+            if uses_fused_graph(cfg, model):
                 from pasta_ros.export.runtime import ExportedClusterMap
 
                 cluster_map_fn = ExportedClusterMap(model, backbone,
@@ -232,7 +242,7 @@ class PastaPipeline:
             feats = self.extractor.features([prepared])
             t.append(time.perf_counter())
             cluster_map = assign_clusters(feats, self.centers)[0]
-        anomaly = self.anomaly_lut[cluster_map]
+        anomaly = self._anomaly_patches(cluster_map)
         t.append(time.perf_counter())
         vote, t_icas = "pasta", 0.0
         if icas is not None:
@@ -260,6 +270,14 @@ class PastaPipeline:
         timings["total"] = (t[-1] - t[0]) * 1e3
         return FrameResult(fused.labels, fused.instances, cluster_map.cpu().numpy(),
                            anomaly.cpu().numpy(), self.model.model_id, timings, vote)
+
+    def _anomaly_patches(self, cluster_map: torch.Tensor) -> torch.Tensor:
+        """``(h, w) int64`` cluster ids -> ``(h, w) bool`` anomaly patches (the model's
+        lookup table). On the CPU a numpy gather: a torch index op is one more parallel
+        region, which costs milliseconds when other processes hold the cores."""
+        if cluster_map.is_cuda:
+            return self.anomaly_lut[cluster_map]
+        return torch.from_numpy(self.model.anomaly[cluster_map.numpy()])
 
     def _object_vote(self, prepared: np.ndarray, feats: torch.Tensor | None, ids: np.ndarray,
                      anomaly: torch.Tensor) -> np.ndarray:

@@ -88,8 +88,10 @@ class _SharedConfig:
     segmenter: str = _f("clusters", "instance segmenter: " + "; ".join(
         f"{name} = {entry.description}" for name, entry in SEGMENTERS.items()),
         choices=SEGMENTER_CHOICES)
-    fused_graph: bool = _f(False, "onnxruntime/tensorrt: one exported graph from pixels to the "
-                                  "cluster map (normalise, backbone, colour, nearest centre)")
+    fused_graph: bool = _f(True, "onnxruntime/tensorrt: one exported graph from pixels to the "
+                                 "cluster map (normalise, backbone, colour, nearest centre); "
+                                 "methods that need the features (pasta_object, waw) run the "
+                                 "feature graph")
     precision: str = _f("fp16", "TensorRT engine precision", choices=PRECISION_CHOICES)
     engine_dir: str = _f("", "folder for exported ONNX files and TensorRT engines "
                              "('' = <model dir>/engines)")

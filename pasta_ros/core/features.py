@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -61,10 +62,14 @@ class FeatureExtractor:
         feats = self.backbone(x).float()
         if self.color_weight <= 0:
             return feats
-        rgb = (x * torch.tensor(self.info.std, device=self.device).view(1, 3, 1, 1)
-               + torch.tensor(self.info.mean, device=self.device).view(1, 3, 1, 1))
+        grid = (int(feats.shape[-2]), int(feats.shape[-1]))
+        colors = patch_colors_uint8(prepared, grid)
+        if colors is None:  # cells that do not tile the image: adaptive pooling in torch
+            rgb = (x * torch.tensor(self.info.std, device=self.device).view(1, 3, 1, 1)
+                   + torch.tensor(self.info.mean, device=self.device).view(1, 3, 1, 1))
+            colors = patch_colors(rgb, grid)
         return torch.cat([torch.nn.functional.normalize(feats, dim=1),
-                          self.color_weight * patch_colors(rgb, feats.shape[-2:])], dim=1)
+                          self.color_weight * colors.to(feats.device)], dim=1)
 
     def batches(self, source: Iterable[tuple[str, np.ndarray]], batch_size: int,
                 ) -> Iterator[tuple[list[str], list[np.ndarray], torch.Tensor]]:
@@ -102,4 +107,27 @@ def patch_colors(rgb: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     Lightness is down-weighted (x0.5) so shading does not dominate."""
     pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, grid)
     opp = torch.einsum("ij,bjhw->bihw", _OPPONENT.to(rgb.device), pooled)
-    return opp * torch.tensor([1.0, 1.0, 0.5], device=rgb.device).view(1, 3, 1, 1)
+    return opp * _LIGHTNESS.to(rgb.device).view(1, 3, 1, 1)
+
+
+_LIGHTNESS = torch.tensor([1.0, 1.0, 0.5])
+
+
+def patch_colors_uint8(images: Sequence[np.ndarray], grid: tuple[int, int],
+                       ) -> torch.Tensor | None:
+    """:func:`patch_colors` straight from ``(H, W, 3) uint8`` images -> ``(B, 3, h, w)
+    float32`` CPU tensor, or None when the ``grid = (h, w)`` cells do not tile the image
+    exactly (then only adaptive pooling gives the same cells).
+
+    Block means by OpenCV's area filter on a float copy (an exact mean for whole cells): no
+    full-resolution torch ops, ~0.4 ms per 912x512 image instead of 10-80 ms."""
+    gh, gw = grid
+    h, w = images[0].shape[:2]
+    if h % gh or w % gw:
+        return None
+    mix = (_OPPONENT * _LIGHTNESS.view(3, 1)).numpy() / np.float32(255.0)  # (3 out, 3 rgb)
+    out = np.empty((len(images), 3, gh, gw), np.float32)
+    for b, img in enumerate(images):
+        pooled = cv2.resize(img.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+        out[b] = np.einsum("ij,hwj->ihw", mix, pooled)
+    return torch.from_numpy(out)
