@@ -29,14 +29,16 @@ CACHE_PREFIX = "pasta_features_"
 
 
 class FeatureCache:
-    """Append-only ``(N, C) float16`` feature rows in a temporary file.
+    """Append-only ``(N, C)`` rows in a temporary file: ``float16`` features by default, or
+    another ``dtype`` (calibration keeps ``uint16`` colour bins per pixel in one).
 
     Rows are read back in explicit blocks (``os.pread``) into ordinary arrays rather than
     through a memmap: mapped file pages count towards the process RSS, so a memmap over a
     multi-GB cache would make the peak grow with the number of images.
     """
 
-    def __init__(self, channels: int, directory: str | Path | None = None) -> None:
+    def __init__(self, channels: int, directory: str | Path | None = None, *,
+                 dtype: np.dtype | type = np.float16) -> None:
         if directory is not None:
             Path(directory).mkdir(parents=True, exist_ok=True)
         # the pid in the name lets ModelStore.clean_stale tell a crashed run's file from a live one
@@ -45,23 +47,26 @@ class FeatureCache:
         self._file = os.fdopen(fd, "w+b")
         self.path = Path(name)
         self.channels = channels
+        self.dtype = np.dtype(dtype)
         self.rows = 0
 
     def append(self, rows: torch.Tensor | np.ndarray) -> None:
-        """Append ``(n, C)`` rows (any float dtype)."""
+        """Append ``(n, C)`` rows (any dtype; stored as the cache's)."""
         arr = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else rows
         if arr.ndim != 2 or arr.shape[1] != self.channels:
             raise ValueError(f"expected (n, {self.channels}) rows, got {arr.shape}")
-        self._file.write(np.ascontiguousarray(arr, dtype=np.float16).tobytes())
+        self._file.write(np.ascontiguousarray(arr, dtype=self.dtype).tobytes())
         self.rows += arr.shape[0]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` as a fresh ``(n, C) float32`` array."""
+        """Rows ``[start, stop)`` as a fresh ``(n, C)`` array: float32 for a float cache, the
+        stored dtype otherwise."""
         self._file.flush()
         stop = min(stop, self.rows)
-        row_bytes = 2 * self.channels
+        row_bytes = self.dtype.itemsize * self.channels
         raw = os.pread(self._file.fileno(), (stop - start) * row_bytes, start * row_bytes)
-        return np.frombuffer(raw, np.float16).reshape(-1, self.channels).astype(np.float32)
+        rows = np.frombuffer(raw, self.dtype).reshape(-1, self.channels)
+        return rows.astype(np.float32) if self.dtype.kind == "f" else rows.copy()
 
     def close(self) -> None:
         if not self._file.closed:

@@ -87,13 +87,6 @@ class FeatureExtractor:
             yield names, imgs, self.features(imgs)
 
 
-def prepared_images(extractor: FeatureExtractor, source: ImageSource,
-                    ) -> Iterator[tuple[str, np.ndarray]]:
-    """The images of a source resized to the network size (no backbone run)."""
-    for name, image in source():
-        yield name, extractor.prepare(image)
-
-
 # Opponent colour space: two chroma axes and lightness, orthonormal.
 _OPPONENT = torch.tensor([[0.7071, -0.7071, 0.0], [0.4082, 0.4082, -0.8165],
                           [0.5774, 0.5774, 0.5774]])
