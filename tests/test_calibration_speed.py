@@ -60,3 +60,13 @@ def test_colour_model_from_kept_bins_equals_a_second_decode(tiny_steel, tmp_path
     for _, image in folder_source(tiny_steel.empty)():
         builder.add(ext.prepare(image), None)
     np.testing.assert_allclose(model.color_log_odds, builder.log_odds(), atol=1e-6)
+
+
+def test_kmeans_epochs_drop_only_for_large_baselines():
+    from pasta_ros.core.clustering import ROW_BUDGET, kmeans_epochs
+
+    assert kmeans_epochs(1_460_000, 3) == 3  # 200 images at 910x512: unchanged
+    assert kmeans_epochs(2_500_000, 3) == 2
+    assert kmeans_epochs(7_300_000, 3) == 1  # 1,000 images: one pass, never zero
+    assert kmeans_epochs(7_300_000, 3, row_budget=0) == 3
+    assert kmeans_epochs(10, 5) == 5 and ROW_BUDGET == 6_000_000

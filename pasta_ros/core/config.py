@@ -72,8 +72,8 @@ class _SharedConfig:
     background_ratio: float = _f(0.5, "with an empty-scene set: a cluster is background when "
                                       "P_empty/P_base >= this", lo=0.0, hi=100.0)
     batch_size: int = _f(4, "images per backbone batch", lo=1, hi=256)
-    kmeans_epochs: int = _f(3, "passes of MiniBatch K-Means over the cached baseline features",
-                            lo=1, hi=100)
+    kmeans_epochs: int = _f(3, "passes of MiniBatch K-Means over the cached baseline features "
+                               "(fewer, at least one, beyond 6M patches in all)", lo=1, hi=100)
     device: str = _f("auto", "torch device: auto picks cuda when available",
                      choices=DEVICE_CHOICES)
     backend: str = _f("onnxruntime", "inference backend for the backbone: onnxruntime (default; "
