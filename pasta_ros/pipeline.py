@@ -123,6 +123,15 @@ def build_extractor(cfg: PastaConfig, *, cache_dir: str | Path | None = None,
                             resolve_device(cfg.device), cfg.color_weight)
 
 
+def check_channels(model: CalibratedModel, extractor: FeatureExtractor) -> None:
+    """Raise ModelError when the model's centres are not as wide as the extractor's
+    features."""
+    if extractor.channels != model.channels:
+        raise ModelError(f"the model has {model.channels}-dim centres but backbone "
+                         f"{extractor.info.name} (colour weight {extractor.color_weight}) "
+                         f"gives {extractor.channels} channels")
+
+
 def uses_fused_graph(cfg: PastaConfig, model: CalibratedModel) -> bool:
     """Whether frames of ``model`` run on the fused pixels -> cluster-map graph: an exported
     backend with ``fused_graph`` on, a method that needs only the cluster map, and not an int8
@@ -147,10 +156,7 @@ class PastaPipeline:
                  segmenter: Segmenter, vote_threshold: float,
                  cluster_map_fn: Callable[[Sequence[np.ndarray]], torch.Tensor] | None = None,
                  ) -> None:
-        if extractor.channels != model.channels:
-            raise ModelError(f"the model has {model.channels}-dim centres but backbone "
-                             f"{extractor.info.name} (colour weight {extractor.color_weight}) "
-                             f"gives {extractor.channels} channels")
+        check_channels(model, extractor)
         self.model = model
         self.extractor = extractor
         self.segmenter = segmenter
@@ -183,11 +189,12 @@ class PastaPipeline:
             if uses_fused_graph(cfg, model):
                 from pasta_ros.export.runtime import ExportedClusterMap
 
+                extractor = FeatureExtractor(backbone, model.input_size,
+                                             resolve_device(cfg.device), model.color_weight)
+                check_channels(model, extractor)  # before an export with unfit centres
                 cluster_map_fn = ExportedClusterMap(model, backbone,
                                                     runtime_options(cfg, cache))
                 prepare_runtime(cluster_map_fn, model.input_size, backbone.info.stride)
-                extractor = FeatureExtractor(backbone, model.input_size,
-                                             resolve_device(cfg.device), model.color_weight)
             else:
                 mcfg = cfg.replace(input_width=model.input_size[0],
                                    input_height=model.input_size[1],
