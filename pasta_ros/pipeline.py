@@ -32,6 +32,8 @@ from pasta_ros.core.segmenters.points import build_point_segmenter
 from pasta_ros.core.threads import configure_threads
 from pasta_ros.core.waw_method import WawObjects
 
+# methods whose frames need only the cluster map (the fused graph); the others read features
+FUSABLE = ("pasta",)
 QUANT_IMAGES = 10  # baseline images kept for int8 calibration (8 calibrate, 2 check)
 
 if TYPE_CHECKING:
@@ -124,6 +126,23 @@ def build_extractor(cfg: PastaConfig, *, cache_dir: str | Path | None = None,
                             resolve_device(cfg.device), cfg.color_weight)
 
 
+def check_channels(model: CalibratedModel, extractor: FeatureExtractor) -> None:
+    """Raise ModelError when the model's centres are not as wide as the extractor's
+    features."""
+    if extractor.channels != model.channels:
+        raise ModelError(f"the model has {model.channels}-dim centres but backbone "
+                         f"{extractor.info.name} (colour weight {extractor.color_weight}) "
+                         f"gives {extractor.channels} channels")
+
+
+def uses_fused_graph(cfg: PastaConfig, model: CalibratedModel) -> bool:
+    """Whether frames of ``model`` run on the fused pixels -> cluster-map graph: an exported
+    backend with ``fused_graph`` on, a method that needs only the cluster map, and not an int8
+    backbone (int8 exists for the feature graph only)."""
+    int8 = cfg.backend == "onnxruntime" and cfg.ort_precision == "int8"
+    return cfg.backend != "torch" and cfg.fused_graph and model.method in FUSABLE and not int8
+
+
 def prepare_runtime(component, input_size: tuple[int, int], stride: int) -> None:
     """Export/check/build (or reuse) the graph an exported backbone or fused graph needs for
     camera frames of ``input_size = (W, H)``, so the first frame pays nothing; a no-op for
@@ -140,10 +159,7 @@ class PastaPipeline:
                  segmenter: Segmenter, vote_threshold: float,
                  cluster_map_fn: Callable[[Sequence[np.ndarray]], torch.Tensor] | None = None,
                  point_segmenter: PointSegmenter | None = None) -> None:
-        if extractor.channels != model.channels:
-            raise ModelError(f"the model has {model.channels}-dim centres but backbone "
-                             f"{extractor.info.name} (colour weight {extractor.color_weight}) "
-                             f"gives {extractor.channels} channels")
+        check_channels(model, extractor)
         self.model = model
         self.extractor = extractor
         self.segmenter = segmenter
@@ -174,14 +190,15 @@ class PastaPipeline:
         if extractor is None:
             cache = Path(cfg.engine_dir) if cfg.engine_dir else Path(model_dir) / "engines"
             backbone = build_backbone(model.backbone, cfg.weights)
-            if cfg.backend != "torch" and cfg.fused_graph:
+            if uses_fused_graph(cfg, model):
                 from pasta_ros.export.runtime import ExportedClusterMap
 
+                extractor = FeatureExtractor(backbone, model.input_size,
+                                             resolve_device(cfg.device), model.color_weight)
+                check_channels(model, extractor)  # before an export with unfit centres
                 cluster_map_fn = ExportedClusterMap(model, backbone,
                                                     runtime_options(cfg, cache))
                 prepare_runtime(cluster_map_fn, model.input_size, backbone.info.stride)
-                extractor = FeatureExtractor(backbone, model.input_size,
-                                             resolve_device(cfg.device), model.color_weight)
             else:
                 mcfg = cfg.replace(input_width=model.input_size[0],
                                    input_height=model.input_size[1],
@@ -256,7 +273,7 @@ class PastaPipeline:
                 feats = self.extractor.features([prepared])
             t.append(time.perf_counter())
             cluster_map = assign_clusters(feats, self.centers)[0]
-        anomaly = self.anomaly_lut[cluster_map]
+        anomaly = self._anomaly_patches(cluster_map)
         t.append(time.perf_counter())
         vote, t_icas = "pasta", 0.0
         if icas is not None:
@@ -305,6 +322,14 @@ class PastaPipeline:
             return False
         return predictor.share_backbone(self.extractor.backbone, self.extractor.max_size,
                                         max_cells)
+
+    def _anomaly_patches(self, cluster_map: torch.Tensor) -> torch.Tensor:
+        """``(h, w) int64`` cluster ids -> ``(h, w) bool`` anomaly patches (the model's
+        lookup table). On the CPU a numpy gather: a torch index op is one more parallel
+        region, which costs milliseconds when other processes hold the cores."""
+        if cluster_map.is_cuda:
+            return self.anomaly_lut[cluster_map]
+        return torch.from_numpy(self.model.anomaly[cluster_map.numpy()])
 
     def _object_vote(self, prepared: np.ndarray, feats: torch.Tensor | None, ids: np.ndarray,
                      anomaly: torch.Tensor) -> np.ndarray:

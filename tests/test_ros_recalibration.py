@@ -165,9 +165,9 @@ def test_recalibration_while_frames_flow_then_a_second_call_is_refused(ros, bags
     during = [a for a in out.arrivals[n_before:] if a[2] == before]
     assert len(during) >= 2, "outputs kept coming with the old model while it recalibrated"
     assert current_model(io) == res.model_id
-    # the node's backend (the default, ONNX Runtime) is kept across the swap
+    # the node's backend (the default, ONNX Runtime's fused graph) is kept across the swap
     v = out.wait_diagnostics(lambda v: v["model_id"] == res.model_id, 10.0)
-    assert v["backend"] == "onnxruntime fp32", v["backend"]
+    assert v["backend"] == "onnxruntime fp32 (fused graph)", v["backend"]
     model_dir = Path(res.model_dir)
     assert model_dir.parent == lineage_dir(models_root) and model_dir.name == res.model_id
     manifest = json.loads((model_dir / "manifest.json").read_text())

@@ -51,7 +51,7 @@ def test_ort_fp32_matches_torch_and_writes_a_sidecar(lite0, tmp_path):
     onnx = next(tmp_path.glob("*.onnx"))
     side = json.loads(sidecar_path(onnx).read_text())
     assert side["key"] == {"kind": "backbone", "source": "efficientnet_lite0@w1",
-                           "input_size": list(SIZE), "precision": "fp32"}
+                           "input_size": list(SIZE), "precision": "fp32", "graph": 2}
     assert side["parity"]["parity"][0]["cosine"] > 0.9999  # the export's parity report
 
 

@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--backend", help="frame: the default path's backend; backends: also "
                                      "tensorrt (GPU)")
     b.add_argument("--ort-precision", help="frame: fp32 | int8 for the default path")
+    b.add_argument("--fused-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="frame: the default path as one pixels -> cluster-map graph (or not)")
+    b.add_argument("--also", help="frame: variants timed in the same run, comma-separated: "
+                                  "fused, feature")
     b.add_argument("--threads", type=int, help="threads for torch/ORT/numba/OpenCV (0 = all)")
     b.add_argument("--repeats", type=int, default=50)
     b.add_argument("--frames", type=int, default=10_000, help="soak: frames to send")

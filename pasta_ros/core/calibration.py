@@ -9,7 +9,8 @@ Passes over the data (every one streamed; peak memory independent of the image c
    centres = background centres + object centres; with ``split_clusters``, object clusters
    whose 2-means half is absent from the reference set are split (:func:`split_mixed_clusters`);
 4. cluster maps of all sets; P_baseline, P_reference; anomaly clusters where R_k < threshold;
-5. images again (decode + resize only) -> background colour model for the segmenter.
+5. the colour bins kept in pass 1 (no second decode) -> background colour model for the
+   segmenter.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from pasta_ros.core.clustering import (
     grid_to_rows,
 )
 from pasta_ros.core.errors import CalibrationError
-from pasta_ros.core.features import FeatureExtractor, ImageSource, prepared_images
+from pasta_ros.core.features import FeatureExtractor, ImageSource
 from pasta_ros.core.model_io import CalibratedModel
-from pasta_ros.core.segmenters.color_model import ColorModelBuilder
+from pasta_ros.core.segmenters.color_model import ColorModelBuilder, color_index
 from pasta_ros.core.self_checks import calibration_checks
 
 # progress(phase, images_done): see calibrate
@@ -67,25 +68,32 @@ def _progress(iterable, desc: str, quiet: bool):
 
 
 class CachedSet:
-    """One image set's features on disk: names, ``(n_images, h, w)`` batch runs, rows."""
+    """One image set's features on disk: names, ``(n_images, h, w)`` batch runs, rows; and
+    each image's ``(H, W)`` colour bins (``uint16``, one row per pixel) for the colour
+    model, so that pass does not decode and resize every image a second time."""
 
     def __init__(self, channels: int, directory: str | Path | None = None) -> None:
         self.cache = FeatureCache(channels, directory)
+        self.colors = FeatureCache(1, directory, dtype=np.uint16)
         self.names: list[str] = []
         self.shapes: list[tuple[int, int, int]] = []
+        self.image_sizes: list[tuple[int, int]] = []  # (H, W) of each prepared image
 
     def fill(self, extractor: FeatureExtractor, source: ImageSource, batch_size: int,
              label: str, quiet: bool, on_batch: Callable[[int], None] | None = None
              ) -> CachedSet:
         """Run the backbone over the set once; raise CalibrationError when it is empty.
         ``on_batch(n)`` is called after each batch with the batch's image count."""
-        for names, _, feats in _progress(extractor.batches(source(), batch_size),
+        for names, imgs, feats in _progress(extractor.batches(source(), batch_size),
                                          f"{label} features", quiet):
             if on_batch is not None:
                 on_batch(len(names))
             self.names.extend(names)
             self.cache.append(grid_to_rows(feats))
             self.shapes.append((feats.shape[0], feats.shape[2], feats.shape[3]))
+            for img in imgs:
+                self.colors.append(color_index(img).reshape(-1, 1))
+                self.image_sizes.append(img.shape[:2])
         if not self.names:
             raise CalibrationError(f"the {label} set is empty: no readable images were found")
         return self
@@ -94,8 +102,16 @@ class CachedSet:
         """Cluster maps and counts of every cached image under ``centers``."""
         return maps_from_cache(self.cache, self.shapes, self.names, centers, centers.shape[0])
 
+    def color_bins(self):
+        """Yield each image's ``(H, W) uint16`` colour bins, in cache order."""
+        start = 0
+        for h, w in self.image_sizes:
+            yield self.colors.read(start, start + h * w).reshape(h, w)
+            start += h * w
+
     def close(self) -> None:
         self.cache.close()
+        self.colors.close()
 
 
 def assigned_batches(rows: FeatureCache, shapes: list[tuple[int, int, int]],
@@ -138,18 +154,15 @@ def background_clusters(base: SetMaps, empty: SetMaps | None, p_base: np.ndarray
     return aa.background_from_border(border, inner), "border", None
 
 
-def color_model(extractor: FeatureExtractor, sets: list[tuple[ImageSource, SetMaps | None]],
-                background: np.ndarray, quiet: bool) -> np.ndarray:
-    """Pass 5: the pixel colour log-odds table from all sets (None maps = empty scenes)."""
+def color_model(sets: list[tuple[CachedSet, SetMaps | None]], background: np.ndarray,
+                ) -> np.ndarray:
+    """Pass 5: the pixel colour log-odds table from the colour bins the feature pass kept
+    (None maps = empty scenes: every pixel is background)."""
     builder = ColorModelBuilder()
-    for source, maps in sets:
-        lookup = dict(zip(maps.names, maps.maps)) if maps is not None else {}
-        for name, img in tqdm(prepared_images(extractor, source), desc="colour model",
-                              unit="img", disable=quiet, leave=False):
-            if maps is None:
-                builder.add(img, None)
-            elif name in lookup:  # images unreadable in the feature pass are skipped here too
-                builder.add(img, ~background[lookup[name]])
+    for cached, maps in sets:
+        patch_maps = maps.maps if maps is not None else [None] * len(cached.names)
+        for idx, cmap in zip(cached.color_bins(), patch_maps):
+            builder.add_index(idx, None if cmap is None else ~background[cmap])
     return builder.log_odds()
 
 
@@ -442,6 +455,10 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
             centers = torch.from_numpy(centers_np).to(extractor.device)
             base_maps, ref_maps = base.maps(centers), ref.maps(centers)
             emp_maps = emp.maps(centers) if emp is not None else None
+        report("colour_model")
+        colour_sets = [(base, base_maps), (ref, ref_maps)]
+        colour_sets += [(emp, None)] if emp is not None else []
+        log_odds = color_model(colour_sets, background)
     finally:
         for cached in sets:
             cached.close()
@@ -450,10 +467,6 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
     anomaly = free_set_anomalies(base_maps.counts, ref_maps.counts,
                                  emp_maps.counts if emp_maps is not None else None,
                                  background, cfg)
-    colour_sets = [(baseline, base_maps), (reference, ref_maps)]
-    colour_sets += [(empty, None)] if empty is not None else []
-    report("colour_model")
-    log_odds = color_model(extractor, colour_sets, background, quiet)
     stats = {"baseline_images": len(base_maps.names), "reference_images": len(ref_maps.names),
              "empty_images": len(emp_maps.names) if emp_maps else 0,
              "baseline_patches": int(base_maps.counts.sum()),

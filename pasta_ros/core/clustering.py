@@ -29,14 +29,16 @@ CACHE_PREFIX = "pasta_features_"
 
 
 class FeatureCache:
-    """Append-only ``(N, C) float16`` feature rows in a temporary file.
+    """Append-only ``(N, C)`` rows in a temporary file: ``float16`` features by default, or
+    another ``dtype`` (calibration keeps ``uint16`` colour bins per pixel in one).
 
     Rows are read back in explicit blocks (``os.pread``) into ordinary arrays rather than
     through a memmap: mapped file pages count towards the process RSS, so a memmap over a
     multi-GB cache would make the peak grow with the number of images.
     """
 
-    def __init__(self, channels: int, directory: str | Path | None = None) -> None:
+    def __init__(self, channels: int, directory: str | Path | None = None, *,
+                 dtype: np.dtype | type = np.float16) -> None:
         if directory is not None:
             Path(directory).mkdir(parents=True, exist_ok=True)
         # the pid in the name lets ModelStore.clean_stale tell a crashed run's file from a live one
@@ -45,23 +47,26 @@ class FeatureCache:
         self._file = os.fdopen(fd, "w+b")
         self.path = Path(name)
         self.channels = channels
+        self.dtype = np.dtype(dtype)
         self.rows = 0
 
     def append(self, rows: torch.Tensor | np.ndarray) -> None:
-        """Append ``(n, C)`` rows (any float dtype)."""
+        """Append ``(n, C)`` rows (any dtype; stored as the cache's)."""
         arr = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else rows
         if arr.ndim != 2 or arr.shape[1] != self.channels:
             raise ValueError(f"expected (n, {self.channels}) rows, got {arr.shape}")
-        self._file.write(np.ascontiguousarray(arr, dtype=np.float16).tobytes())
+        self._file.write(np.ascontiguousarray(arr, dtype=self.dtype).tobytes())
         self.rows += arr.shape[0]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` as a fresh ``(n, C) float32`` array."""
+        """Rows ``[start, stop)`` as a fresh ``(n, C)`` array: float32 for a float cache, the
+        stored dtype otherwise."""
         self._file.flush()
         stop = min(stop, self.rows)
-        row_bytes = 2 * self.channels
+        row_bytes = self.dtype.itemsize * self.channels
         raw = os.pread(self._file.fileno(), (stop - start) * row_bytes, start * row_bytes)
-        return np.frombuffer(raw, np.float16).reshape(-1, self.channels).astype(np.float32)
+        rows = np.frombuffer(raw, self.dtype).reshape(-1, self.channels)
+        return rows.astype(np.float32) if self.dtype.kind == "f" else rows.copy()
 
     def close(self) -> None:
         if not self._file.closed:
@@ -110,16 +115,31 @@ def _sample_rows(rows: RowBlocks, size: int, rng: np.random.Generator) -> np.nda
     return np.concatenate(picked) if picked else np.zeros((0, 0), np.float32)
 
 
+# Rows MiniBatch K-Means sees in all (epochs x rows) before epochs are dropped: 6M is 3
+# epochs of ~270 baseline images at 910x512 (stride 8); 1,000 images get one epoch of 7.3M.
+ROW_BUDGET = 6_000_000
+
+
+def kmeans_epochs(n: int, epochs: int, row_budget: int = ROW_BUDGET) -> int:
+    """Epochs to run over ``n`` rows: ``epochs``, fewer when ``epochs * n`` exceeds
+    ``row_budget`` (never below one; ``row_budget`` 0 = no cap). A large baseline already
+    gives MiniBatch K-Means enough updates in fewer passes."""
+    if row_budget <= 0:
+        return epochs
+    return max(1, min(epochs, row_budget // max(n, 1)))
+
+
 def fit_kmeans(features: np.ndarray | RowBlocks, k: int, *, seed: int = 0, epochs: int = 3,
                chunk: int = 8192, init_sample: int = 50_000, mix_blocks: int = 8,
-               ) -> np.ndarray:
+               row_budget: int = ROW_BUDGET) -> np.ndarray:
     """MiniBatch K-Means over ``(N, C)`` rows; returns ``(K, C) float32``.
 
     ``features`` is an array or a :class:`RowBlocks` over an on-disk cache. k-means++ seeds
     the centres on a streamed random sample of about ``init_sample`` rows; then ``epochs``
     passes of ``partial_fit``: blocks are read in random order, ``mix_blocks`` of them are
-    pooled and shuffled, and fed in chunks of ``chunk`` rows. Memory stays
-    O(mix_blocks * block + init_sample) rows whatever N is.
+    pooled and shuffled, and fed in chunks of ``chunk`` rows; fewer epochs when N is large
+    (:func:`kmeans_epochs`, ``row_budget``). Memory stays O(mix_blocks * block +
+    init_sample) rows whatever N is.
     """
     rows = features if isinstance(features, RowBlocks) else RowBlocks(features, block=chunk)
     n = rows.n
@@ -137,7 +157,7 @@ def fit_kmeans(features: np.ndarray | RowBlocks, k: int, *, seed: int = 0, epoch
     del sample
     km = MiniBatchKMeans(n_clusters=k, init=centers, n_init=1, batch_size=min(chunk, n),
                          random_state=seed, reassignment_ratio=0.01)
-    for _ in range(epochs):
+    for _ in range(kmeans_epochs(n, epochs, row_budget)):
         pool: list[np.ndarray] = []
         for block in rows.blocks(rng):
             pool.append(block)

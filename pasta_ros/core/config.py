@@ -81,8 +81,8 @@ class _SharedConfig:
     background_ratio: float = _f(0.5, "with an empty-scene set: a cluster is background when "
                                       "P_empty/P_base >= this", lo=0.0, hi=100.0)
     batch_size: int = _f(4, "images per backbone batch", lo=1, hi=256)
-    kmeans_epochs: int = _f(3, "passes of MiniBatch K-Means over the cached baseline features",
-                            lo=1, hi=100)
+    kmeans_epochs: int = _f(3, "passes of MiniBatch K-Means over the cached baseline features "
+                               "(fewer, at least one, beyond 6M patches in all)", lo=1, hi=100)
     device: str = _f("auto", "torch device: auto picks cuda when available",
                      choices=DEVICE_CHOICES)
     backend: str = _f("onnxruntime", "inference backend for the backbone: onnxruntime (default; "
@@ -97,8 +97,10 @@ class _SharedConfig:
     segmenter: str = _f("clusters", "instance segmenter: " + "; ".join(
         f"{name} = {entry.description}" for name, entry in SEGMENTERS.items()),
         choices=SEGMENTER_CHOICES)
-    fused_graph: bool = _f(False, "onnxruntime/tensorrt: one exported graph from pixels to the "
-                                  "cluster map (normalise, backbone, colour, nearest centre)")
+    fused_graph: bool = _f(True, "onnxruntime/tensorrt: one exported graph from pixels to the "
+                                 "cluster map (normalise, backbone, colour, nearest centre); "
+                                 "methods that need the features (pasta_object, waw) run the "
+                                 "feature graph")
     precision: str = _f("fp16", "TensorRT engine precision", choices=PRECISION_CHOICES)
     engine_dir: str = _f("", "folder for exported ONNX files and TensorRT engines "
                              "('' = <model dir>/engines)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -67,13 +68,17 @@ class FeatureExtractor:
         for img in prepared:
             check_min_size(img, self.info.stride)
         x = to_tensor_batch(prepared, self.info.mean, self.info.std, self.device)
-        raw = self.backbone(x).float()
+        feats = self.backbone(x).float()
         if self.color_weight <= 0:
-            return raw, raw
-        rgb = (x * torch.tensor(self.info.std, device=self.device).view(1, 3, 1, 1)
-               + torch.tensor(self.info.mean, device=self.device).view(1, 3, 1, 1))
-        return torch.cat([torch.nn.functional.normalize(raw, dim=1),
-                          self.color_weight * patch_colors(rgb, raw.shape[-2:])], dim=1), raw
+            return feats, feats
+        grid = (int(feats.shape[-2]), int(feats.shape[-1]))
+        colors = patch_colors_uint8(prepared, grid)
+        if colors is None:  # cells that do not tile the image: adaptive pooling in torch
+            rgb = (x * torch.tensor(self.info.std, device=self.device).view(1, 3, 1, 1)
+                   + torch.tensor(self.info.mean, device=self.device).view(1, 3, 1, 1))
+            colors = patch_colors(rgb, grid)
+        return torch.cat([torch.nn.functional.normalize(feats, dim=1),
+                          self.color_weight * colors.to(feats.device)], dim=1), feats
 
     def batches(self, source: Iterable[tuple[str, np.ndarray]], batch_size: int,
                 ) -> Iterator[tuple[list[str], list[np.ndarray], torch.Tensor]]:
@@ -91,13 +96,6 @@ class FeatureExtractor:
             yield names, imgs, self.features(imgs)
 
 
-def prepared_images(extractor: FeatureExtractor, source: ImageSource,
-                    ) -> Iterator[tuple[str, np.ndarray]]:
-    """The images of a source resized to the network size (no backbone run)."""
-    for name, image in source():
-        yield name, extractor.prepare(image)
-
-
 # Opponent colour space: two chroma axes and lightness, orthonormal.
 _OPPONENT = torch.tensor([[0.7071, -0.7071, 0.0], [0.4082, 0.4082, -0.8165],
                           [0.5774, 0.5774, 0.5774]])
@@ -111,4 +109,27 @@ def patch_colors(rgb: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     Lightness is down-weighted (x0.5) so shading does not dominate."""
     pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, grid)
     opp = torch.einsum("ij,bjhw->bihw", _OPPONENT.to(rgb.device), pooled)
-    return opp * torch.tensor([1.0, 1.0, 0.5], device=rgb.device).view(1, 3, 1, 1)
+    return opp * _LIGHTNESS.to(rgb.device).view(1, 3, 1, 1)
+
+
+_LIGHTNESS = torch.tensor([1.0, 1.0, 0.5])
+
+
+def patch_colors_uint8(images: Sequence[np.ndarray], grid: tuple[int, int],
+                       ) -> torch.Tensor | None:
+    """:func:`patch_colors` straight from ``(H, W, 3) uint8`` images -> ``(B, 3, h, w)
+    float32`` CPU tensor, or None when the ``grid = (h, w)`` cells do not tile the image
+    exactly (then only adaptive pooling gives the same cells).
+
+    Block means by OpenCV's area filter on a float copy (an exact mean for whole cells): no
+    full-resolution torch ops, ~0.4 ms per 912x512 image instead of 10-80 ms."""
+    gh, gw = grid
+    h, w = images[0].shape[:2]
+    if h % gh or w % gw:
+        return None
+    mix = (_OPPONENT * _LIGHTNESS.view(3, 1)).numpy() / np.float32(255.0)  # (3 out, 3 rgb)
+    out = np.empty((len(images), 3, gh, gw), np.float32)
+    for b, img in enumerate(images):
+        pooled = cv2.resize(img.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+        out[b] = np.einsum("ij,hwj->ihw", mix, pooled)
+    return torch.from_numpy(out)

@@ -24,6 +24,8 @@ from pasta_ros.core.backends.base import BackendError
 log = logging.getLogger("pasta.export")
 
 SIDECAR_FORMAT = 1
+# 2: TF-'same' paddings folded into the convs (static_pad); 1 (absent): dynamic Pad nodes
+GRAPH_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,16 @@ class ArtifactKey:
 
     kind: ``backbone`` | ``fused``; source: backbone name + weights fingerprint, or the model
     id for a fused graph (its centres are baked in); input_size: network ``(W, H)``;
-    precision: ``fp32`` | ``int8``.
+    precision: ``fp32`` | ``int8``; graph: how the graph was exported (``GRAPH_FORMAT``; a file
+    exported before a change in how graphs are built is stale, e.g. the dynamic-padding graphs
+    of before :mod:`pasta_ros.export.static_pad`).
     """
 
     kind: str
     source: str
     input_size: tuple[int, int]
     precision: str = "fp32"
+    graph: int = GRAPH_FORMAT
 
     def to_json(self) -> dict:
         return asdict(self) | {"input_size": list(self.input_size)}

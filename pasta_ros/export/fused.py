@@ -130,7 +130,7 @@ def export_fused(net: FusedClusterNet, out_path: str | Path, camera_size: tuple[
     if net.layout == "float_nchw":
         example = example.permute(0, 3, 1, 2).float() / 255.0
     export_onnx(net, (example,), out_path, input_names=["image"], output_names=["cluster_map"],
-                opset=opset, dynamic_batch=dynamic_batch)
+                opset=opset, dynamic_batch=dynamic_batch, static_pad=True)
     sess = ort_session(out_path)
     outs = []
     for im in batch:  # one at a time: the graph may have a fixed batch of 1

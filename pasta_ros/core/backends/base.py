@@ -83,7 +83,10 @@ class ClusterMapRunner:
     def __call__(self, prepared: Sequence[np.ndarray]) -> torch.Tensor:
         outs = []
         for img in prepared:  # a fixed batch of 1 is the common engine shape
-            x = torch.from_numpy(np.ascontiguousarray(img)[None]).to(self.runner.device)
+            arr = np.ascontiguousarray(img)[None]
+            if not arr.flags.writeable:  # a read-only frame buffer: torch wants a writable one
+                arr = arr.copy()
+            x = torch.from_numpy(arr).to(self.runner.device)
             check_shape(self.runner, self.input_name, tuple(x.shape))
             outs.append(self.runner.run({self.input_name: x})[self.output_name])
         return torch.cat(outs).long()

@@ -40,12 +40,16 @@ class ColorModelBuilder:
     def add(self, image: np.ndarray, is_object: np.ndarray | None) -> None:
         """Add one ``(H, W, 3) uint8`` image. ``is_object`` is the ``(h, w) bool`` patch map
         (object = non-background cluster), or None for an empty scene (all background)."""
-        idx = color_index(image)
+        self.add_index(color_index(image), is_object)
+
+    def add_index(self, idx: np.ndarray, is_object: np.ndarray | None) -> None:
+        """:meth:`add` for an image already turned into ``(H, W)`` colour bins
+        (:func:`color_index`), e.g. kept from calibration's feature pass."""
         if is_object is None:
             self.background += np.bincount(idx.ravel(), minlength=N_BINS)
             return
         _, bg = confident_patches(is_object)
-        h, w = image.shape[:2]
+        h, w = idx.shape[:2]
         self.background += np.bincount(idx[_nearest(bg, h, w)], minlength=N_BINS)
 
     def log_odds(self, alpha: float = 1.0, clip: float = 4.0) -> np.ndarray:
