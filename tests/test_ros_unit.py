@@ -233,3 +233,14 @@ def test_input_age_counts_from_the_start_then_from_the_last_frame():
     assert slot.snapshot()["input_age_s"] >= 0.05
     slot.bad_frame()  # a bad frame still shows the camera is alive
     assert slot.snapshot()["input_age_s"] < 0.05
+
+
+def test_the_icas_vote_sharing_the_backbone_loads_the_feature_graph():
+    plain = settings_from_values({"model_dir": "/m"})
+    assert plain.config.fused_graph and plain.pipeline_config().fused_graph
+    shared = settings_from_values({"model_dir": "/m", "icas_mode": "combine"})
+    assert shared.config.fused_graph, "the user's setting itself is kept"
+    assert not shared.pipeline_config().fused_graph, "the vote needs the backbone features"
+    own = settings_from_values({"model_dir": "/m", "icas_mode": "combine",
+                                "icas_share_backbone": False})
+    assert own.pipeline_config().fused_graph

@@ -41,7 +41,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from pasta_msgs.action import Recalibrate as RecalibrateAction
 from pasta_msgs.msg import InstanceArray
 from pasta_msgs.srv import Recalibrate, SelectModel, SetPrompts
-from pasta_ros.core.config import ConfigError, PastaConfig
+from pasta_ros.core.config import ConfigError
 from pasta_ros.core.errors import USER_ERRORS
 from pasta_ros.core.icas.model import default_checkpoint
 from pasta_ros.core.icas.prompting import ICASPredictor
@@ -101,24 +101,12 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
         for path in self.store.clean_stale(self.cache_dir):
             self.get_logger().warning(f"removed {path}: left by a run that was killed")
         model_dir, why = resolve_model(s.model_dir, self.store, s.follow_latest)
-        self.pipeline = PastaPipeline.load(model_dir, self._pipeline_config(),
+        self.pipeline = PastaPipeline.load(model_dir, s.pipeline_config(),
                                            explicit=s.explicit_fields())
         self.model_dir = model_dir
         self.get_logger().info(f"model {self.pipeline.model.model_id} from {model_dir} ({why})")
         if s.icas_mode != "off":
             self._icas_predictor()
-
-    def _pipeline_config(self) -> PastaConfig:
-        """The shared config for loading models. With the iCAS vote on and sharing PASTA's
-        backbone, frames run on the feature graph, not the fused one (no features leave
-        the fused graph, so the vote would need its own encoder pass), unless
-        ``fused_graph`` was set explicitly."""
-        s = self.settings
-        cfg = s.config
-        if (s.icas_mode != "off" and s.icas_share_backbone and cfg.fused_graph
-                and "fused_graph" not in s.explicit_fields()):
-            return cfg.replace(fused_graph=False)
-        return cfg
 
     def activate(self) -> None:
         """Subscriptions, publishers, services, action, diagnostics and the inference thread."""

@@ -144,6 +144,15 @@ class NodeSettings:
         return {f.name for f in dataclasses.fields(PastaConfig)
                 if getattr(self.config, f.name) != getattr(default, f.name)}
 
+    def pipeline_config(self) -> PastaConfig:
+        """The config models are loaded with: the shared config, except that with the iCAS
+        vote on and sharing PASTA's backbone (``icas_share_backbone``) frames run on the
+        feature graph, not the fused one: no features leave the fused graph, so the vote
+        would need an encoder pass of its own."""
+        if self.node["icas_mode"] != "off" and self.node["icas_share_backbone"]:
+            return self.config.replace(fused_graph=False)
+        return self.config
+
 
 @dataclass(frozen=True)
 class Declared:
