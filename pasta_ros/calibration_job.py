@@ -17,7 +17,7 @@ from pasta_ros.core.methods import METHODS
 from pasta_ros.core.model_io import CalibratedModel, save_model
 from pasta_ros.core.report import overlay_clusters, plot_distributions, write_rgb
 from pasta_ros.data.images import ReadStats
-from pasta_ros.pipeline import build_extractor, prepare_runtime
+from pasta_ros.pipeline import PastaPipeline, build_extractor, prepare_runtime, uses_fused_graph
 from pasta_ros.sources import open_source
 
 
@@ -59,6 +59,8 @@ def calibrate_paths(cfg: PastaConfig, baseline: Path, reference: Path, empty: Pa
     model.stats["skipped_images"] = stats.n_skipped
     save_model(model, out)
     prepare_runtime(extractor.backbone, model.input_size, model.stride)  # int8: built here
+    if uses_fused_graph(cfg, model):  # the frame graph too: loading the model exports nothing
+        PastaPipeline.load(out, cfg)
     write_report(model, extractor, base_src, out)
     return {"model": str(out), "model_id": model.model_id,
             "anomaly_clusters": np.flatnonzero(model.anomaly).tolist(),

@@ -131,9 +131,12 @@ def test_pipeline_exports_at_load_not_on_the_first_frame(tiny_model, tiny_steel,
     assert pipe.process(img).labels.shape == (128, 224)
 
 
-def test_calibration_leaves_a_valid_graph_beside_the_model(tiny_model):
-    graphs = list((tiny_model / "engines").glob("*.onnx"))
-    assert len(graphs) == 1 and sidecar_path(graphs[0]).is_file()
+def test_calibration_leaves_valid_graphs_beside_the_model(tiny_model):
+    """The feature graph (calibration's own backbone) and the fused frame graph (the default
+    frame path), each with its sidecar: loading the model later exports nothing."""
+    graphs = sorted((tiny_model / "engines").glob("*.onnx"))
+    assert len(graphs) == 2 and all(sidecar_path(g).is_file() for g in graphs)
+    assert sum(g.name.startswith("fused-") for g in graphs) == 1
 
 
 def test_threads_are_set_once_for_every_library():
