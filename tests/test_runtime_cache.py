@@ -158,6 +158,20 @@ def test_threads_are_set_once_for_every_library():
         threads.configure_threads(before)
 
 
+def test_threads_hold_for_torch_when_its_pool_already_started():
+    """A fresh process whose torch pool started at all cores: configure_threads(1) must leave
+    torch at 1 (numba's OpenMP layer used to reset it when set after torch)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.get_num_threads(); "
+            "from pasta_ros.core.threads import configure_threads; configure_threads(1); "
+            "import numba; print(torch.get_num_threads(), numba.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out == ["1", "1"]
+
+
 def test_threads_env(monkeypatch):
     from pasta_ros.core.threads import resolve_threads
 

@@ -54,7 +54,6 @@ def configure_threads(requested: int = 0) -> int:
     import cv2
     import torch
 
-    torch.set_num_threads(n)
     cv2.setNumThreads(n)
     try:
         import numba
@@ -62,6 +61,7 @@ def configure_threads(requested: int = 0) -> int:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
+    torch.set_num_threads(n)  # last: numba's OpenMP layer resets the shared OpenMP count
     _configured = n
     return n
 

@@ -256,7 +256,7 @@ def _max_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray
     """``(n,) float32`` max of non-negative ``values`` per label in [0, n), vectorised:
     values quantised to 1/8 px, one bincount over (label, level), last occupied level."""
     # clipped before the cast: a mask with no background pixel has distance FLT_MAX everywhere
-    levels = np.clip(values * 8, 0, 4095).astype(np.int64)
+    levels = (np.clip(values, 0, 4095 / 8) * 8).astype(np.int64)  # clip first: no overflow
     hist = np.bincount(labels.astype(np.int64) * 4096 + levels, minlength=n * 4096)
     occupied = hist.reshape(n, 4096) > 0
     top = 4095 - occupied[:, ::-1].argmax(1)
