@@ -17,7 +17,12 @@ from pasta_ros.core.methods import METHODS
 from pasta_ros.core.model_io import CalibratedModel, save_model
 from pasta_ros.core.report import overlay_clusters, plot_distributions, write_rgb
 from pasta_ros.data.images import ReadStats
-from pasta_ros.pipeline import PastaPipeline, build_extractor, prepare_runtime, uses_fused_graph
+from pasta_ros.pipeline import (
+    build_extractor,
+    build_fused_graph,
+    prepare_runtime,
+    uses_fused_graph,
+)
 from pasta_ros.sources import open_source
 
 
@@ -60,7 +65,9 @@ def calibrate_paths(cfg: PastaConfig, baseline: Path, reference: Path, empty: Pa
     save_model(model, out)
     prepare_runtime(extractor.backbone, model.input_size, model.stride)  # int8: built here
     if uses_fused_graph(cfg, model):  # the frame graph too: loading the model exports nothing
-        PastaPipeline.load(out, cfg)
+        torch_backbone = getattr(extractor.backbone, "source", extractor.backbone)
+        cache = Path(cfg.engine_dir) if cfg.engine_dir else Path(out) / "engines"  # as load
+        build_fused_graph(model, torch_backbone, cfg, cache)
     write_report(model, extractor, base_src, out)
     return {"model": str(out), "model_id": model.model_id,
             "anomaly_clusters": np.flatnonzero(model.anomaly).tolist(),

@@ -152,6 +152,16 @@ def prepare_runtime(component, input_size: tuple[int, int], stride: int) -> None
         component.prepare(network_size(w, h, w, h, stride))
 
 
+def build_fused_graph(model: CalibratedModel, backbone, cfg: PastaConfig, cache: Path):
+    """The fused pixels -> cluster-map graph of ``model`` on the torch ``backbone``, exported
+    (or reused from ``cache``) and parity-checked for the model's input size now."""
+    from pasta_ros.export.runtime import ExportedClusterMap
+
+    graph = ExportedClusterMap(model, backbone, runtime_options(cfg, cache))
+    prepare_runtime(graph, model.input_size, backbone.info.stride)
+    return graph
+
+
 class PastaPipeline:
     """A calibrated model with its backbone and segmenter, ready for frames."""
 
@@ -191,14 +201,10 @@ class PastaPipeline:
             cache = Path(cfg.engine_dir) if cfg.engine_dir else Path(model_dir) / "engines"
             backbone = build_backbone(model.backbone, cfg.weights)
             if uses_fused_graph(cfg, model):
-                from pasta_ros.export.runtime import ExportedClusterMap
-
                 extractor = FeatureExtractor(backbone, model.input_size,
                                              resolve_device(cfg.device), model.color_weight)
                 check_channels(model, extractor)  # before an export with unfit centres
-                cluster_map_fn = ExportedClusterMap(model, backbone,
-                                                    runtime_options(cfg, cache))
-                prepare_runtime(cluster_map_fn, model.input_size, backbone.info.stride)
+                cluster_map_fn = build_fused_graph(model, backbone, cfg, cache)
             else:
                 mcfg = cfg.replace(input_width=model.input_size[0],
                                    input_height=model.input_size[1],
