@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from scipy.ndimage import find_objects
 
+from pasta_ros.core.segmenters import mask_kernels
 from pasta_ros.core.segmenters.clusters import relabel_without_small
 
 PRIOR_CONFIDENT = 0.9
@@ -51,6 +52,8 @@ class MaterialSplitSegmenter:
             np.asarray(background, bool))
         self.name = f"{inner.name}+material_split"
         self.anomaly = torch.as_tensor(np.asarray(anomaly, bool))
+        self._anomaly = np.asarray(anomaly, bool)  # numpy lookups: cheaper than torch's here
+        self._objects = None if background is None else ~np.asarray(background, bool)
         self.min_area = int(min_area)
         self.min_separation = float(min_separation)
         self.prior_weight = float(prior_weight)
@@ -58,9 +61,9 @@ class MaterialSplitSegmenter:
     def segment(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
         """``(H, W, 3) uint8`` + ``(h, w) int64`` -> ``(H, W) int32`` instance ids."""
         ids = self.inner.segment(image, cluster_map)
-        patches = self.anomaly.to(cluster_map.device)[cluster_map].cpu().numpy()
-        objects = None if self.background is None else \
-            (~self.background.to(cluster_map.device)[cluster_map]).cpu().numpy()
+        cmap = cluster_map.cpu().numpy()
+        patches = self._anomaly[cmap]
+        objects = None if self._objects is None else self._objects[cmap]
         return split_by_material(ids, image, patches, objects, min_area=self.min_area,
                                  min_separation=self.min_separation,
                                  prior_weight=self.prior_weight)
@@ -148,7 +151,7 @@ def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray,
         return ids
     out = ids.copy()
     next_id = int(ids.max()) + 1
-    boxes = find_objects(ids)
+    boxes = instance_boxes(ids)
     split = False
     for i in candidates.tolist():
         box = boxes[i - 1]
@@ -169,6 +172,16 @@ def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray,
             next_id += 1
             split = True
     return relabel_without_small(out, 1) if split else ids
+
+
+def instance_boxes(ids: np.ndarray) -> list[tuple[slice, slice] | None]:
+    """``scipy.ndimage.find_objects`` of an ``(H, W)`` integer id image (one compiled pass
+    when numba is there): entry ``i - 1`` is id i's (rows, cols) slices, None if absent."""
+    if not mask_kernels.AVAILABLE:
+        return find_objects(ids)
+    b = mask_kernels.label_boxes(np.ascontiguousarray(ids), int(ids.max()))
+    return [None if y1 < 0 else (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
+            for y0, y1, x0, x1 in b[1:].tolist()]
 
 
 def material_sides(rgb: np.ndarray, prior: np.ndarray, inside: np.ndarray,

@@ -16,6 +16,12 @@ import numpy as np
 import torch
 from skimage.segmentation import watershed
 
+from pasta_ros.core.segmenters import mask_kernels
+from pasta_ros.core.segmenters.clusters_compiled import (
+    HOLE_BACKGROUND,
+    clean_components,
+    split_components,
+)
 from pasta_ros.core.segmenters.color_model import color_index
 
 PATCH_CONFIDENCE = 0.95  # object probability of a patch of a non-background cluster
@@ -31,7 +37,7 @@ class ClusterSegmenter:
 
     def __init__(self, background: np.ndarray, color_log_odds: np.ndarray, *,
                  min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0,
-                 seed_depth: float = 0.0) -> None:
+                 seed_depth: float = 0.0, compiled: bool | None = None) -> None:
         self.background = torch.as_tensor(np.asarray(background, bool))
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
@@ -40,16 +46,25 @@ class ClusterSegmenter:
         self.color_weight = float(color_weight)
         p = PATCH_CONFIDENCE
         self._patch_logit = float(np.log(p / (1 - p)))
+        self._coarse = np.where(np.asarray(background, bool), -self._patch_logit,
+                                self._patch_logit).astype(np.float32)  # per cluster
+        self._lut = (self.color_weight * self.color_log_odds).astype(np.float32)
+        # compiled kernels (same result as the numpy path); None: whenever numba is there
+        self.compiled = mask_kernels.AVAILABLE if compiled is None else \
+            bool(compiled) and mask_kernels.AVAILABLE
+
+    def prior_log_odds(self, shape: tuple[int, int], cluster_map: torch.Tensor) -> np.ndarray:
+        """``(H, W) float32`` patch prior: +-logit(PATCH_CONFIDENCE) for object / background
+        clusters, upsampled bilinearly from the ``(h, w)`` cluster map."""
+        coarse = self._coarse[cluster_map.cpu().numpy()]
+        return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
     def log_odds_terms(self, image: np.ndarray, cluster_map: torch.Tensor,
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Per-pixel object log-odds terms, both ``(H, W) float32``: the patch prior
         (upsampled bilinearly) and the weighted colour evidence."""
-        h, w = image.shape[:2]
-        bg = self.background.to(cluster_map.device)[cluster_map]
-        coarse = np.where(bg.cpu().numpy(), -self._patch_logit, self._patch_logit)
-        up = cv2.resize(coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-        return up, self.color_weight * self.color_log_odds[color_index(image)]
+        return (self.prior_log_odds(image.shape[:2], cluster_map),
+                self.color_weight * self.color_log_odds[color_index(image)])
 
     def object_log_odds(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
         """``(H, W) float32`` per-pixel object log-odds (patch prior + colour evidence)."""
@@ -58,12 +73,23 @@ class ClusterSegmenter:
 
     def segment(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
         """``(H, W, 3) uint8`` + ``(h, w) int64`` -> ``(H, W) int32`` instance ids."""
+        if self.compiled:
+            return self._segment_compiled(np.ascontiguousarray(image), cluster_map)
         prior, colour = self.log_odds_terms(image, cluster_map)
         mask = clean_mask(prior + colour > 0, self.min_area, colour)
         return split_instances(mask, self.split_core, self.min_area, self.seed_depth)
 
+    def _segment_compiled(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
+        """:meth:`segment` through :mod:`.clusters_compiled`: the same steps and ids."""
+        comps, stats = clean_components(image, self.prior_log_odds(image.shape[:2], cluster_map),
+                                        self._lut, self.min_area)
+        if stats.shape[0] <= 1 or (self.split_core <= 0 and self.seed_depth <= 0):
+            return comps
+        if self.seed_depth > 0:  # relative-depth seeds: the numpy split on the clean mask
+            return split_instances(comps > 0, self.split_core, self.min_area, self.seed_depth)
+        return split_components(comps, stats, self.split_core, self.min_area)
 
-HOLE_BACKGROUND = -2.0  # mean log-odds below which an enclosed region is real background
+
 
 
 def clean_mask(mask: np.ndarray, min_area: int, log_odds: np.ndarray | None = None,
