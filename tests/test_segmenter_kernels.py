@@ -126,3 +126,14 @@ def test_instance_boxes_equal_find_objects():
         y, x = rng.integers(0, 40), rng.integers(0, 60)
         ids[y:y + rng.integers(1, 10), x:x + rng.integers(1, 10)] = i
     assert instance_split.instance_boxes(ids) == find_objects(ids)
+
+
+def test_bench_segmenter_times_both_paths_on_the_same_frames():
+    from argparse import Namespace
+
+    from pasta_ros.bench.segmenter import bench_segmenter
+
+    out = bench_segmenter(Namespace(repeats=2, device="cpu", frame_size=(160, 96),
+                                    n_baseline=6))
+    assert {"compiled", "numpy", "compiled+split", "numpy+split"} == set(out["median_ms"])
+    assert out["ids_agree_pct"] == 100.0 and out["speedup"] > 0

@@ -25,6 +25,8 @@ BENCHMARKS: dict[str, Benchmark] = {
                         "assignment + fusion at 910x512 vs a straightforward reference"),
     "frame": Benchmark("frame", "bench_frame", "whole-frame latency per stage: the default "
                        "pipeline vs the torch-eager reference on the same frames"),
+    "segmenter": Benchmark("segmenter", "bench_segmenter", "the weight-free segmenter's "
+                           "compiled path vs its numpy path on the frames of `frame`"),
     "memory": Benchmark("pasta", "bench_memory", "peak RSS of calibration for N/10 and N images"),
     "backends": Benchmark("backends", "bench_backends",
                           "torch vs ONNX Runtime (vs TensorRT on a GPU) per exported graph"),
