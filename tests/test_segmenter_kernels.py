@@ -17,11 +17,11 @@ import torch
 from scipy.ndimage import find_objects
 
 from pasta_ros.core import instance_split
-from pasta_ros.core.segmenters import mask_kernels
 from pasta_ros.core.segmenters.clusters import ClusterSegmenter
 from pasta_ros.core.segmenters.color_model import N_BINS, color_index
+from pasta_ros.core.segmenters.mask_kernels import AVAILABLE as COMPILED
 
-pytestmark = pytest.mark.skipif(not mask_kernels.AVAILABLE, reason="numba not importable")
+pytestmark = pytest.mark.skipif(not COMPILED, reason="numba not importable")
 
 BELT, OBJECT, SHADE = (40, 40, 40), (200, 180, 160), (96, 96, 96)
 

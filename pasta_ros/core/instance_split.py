@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from scipy.ndimage import find_objects
 
-from pasta_ros.core.segmenters import mask_kernels
 from pasta_ros.core.segmenters.clusters import relabel_without_small
+from pasta_ros.core.segmenters.mask_kernels import AVAILABLE as COMPILED
+from pasta_ros.core.segmenters.mask_kernels import label_boxes
 
 PRIOR_CONFIDENT = 0.9
 OUTER_SHARE = 0.3  # share of a part's border that must lie on the instance's outline
@@ -177,9 +178,9 @@ def split_by_material(ids: np.ndarray, image: np.ndarray, patches: np.ndarray,
 def instance_boxes(ids: np.ndarray) -> list[tuple[slice, slice] | None]:
     """``scipy.ndimage.find_objects`` of an ``(H, W)`` integer id image (one compiled pass
     when numba is there): entry ``i - 1`` is id i's (rows, cols) slices, None if absent."""
-    if not mask_kernels.AVAILABLE:
+    if not COMPILED:
         return find_objects(ids)
-    b = mask_kernels.label_boxes(np.ascontiguousarray(ids), int(ids.max()))
+    b = label_boxes(np.ascontiguousarray(ids), int(ids.max()))
     return [None if y1 < 0 else (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
             for y0, y1, x0, x1 in b[1:].tolist()]
 

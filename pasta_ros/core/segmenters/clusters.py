@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from skimage.segmentation import watershed
 
-from pasta_ros.core.segmenters import mask_kernels
 from pasta_ros.core.segmenters.clusters_compiled import (
     HOLE_BACKGROUND,
     clean_components,
     split_components,
 )
 from pasta_ros.core.segmenters.color_model import color_index
+from pasta_ros.core.segmenters.mask_kernels import AVAILABLE as COMPILED
 
 PATCH_CONFIDENCE = 0.95  # object probability of a patch of a non-background cluster
 
@@ -50,8 +50,7 @@ class ClusterSegmenter:
                                 self._patch_logit).astype(np.float32)  # per cluster
         self._lut = (self.color_weight * self.color_log_odds).astype(np.float32)
         # compiled kernels (same result as the numpy path); None: whenever numba is there
-        self.compiled = mask_kernels.AVAILABLE if compiled is None else \
-            bool(compiled) and mask_kernels.AVAILABLE
+        self.compiled = COMPILED if compiled is None else bool(compiled) and COMPILED
 
     def prior_log_odds(self, shape: tuple[int, int], cluster_map: torch.Tensor) -> np.ndarray:
         """``(H, W) float32`` patch prior: +-logit(PATCH_CONFIDENCE) for object / background

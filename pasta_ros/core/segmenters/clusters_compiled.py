@@ -5,11 +5,11 @@ The numpy path (``clean_mask`` then ``split_instances``) makes a dozen passes ov
 touch the whole frame; everything after works on the boxes of the opened mask's components
 (about a tenth of a conveyor frame):
 
-1. holes: for each component whose box could hold ``min_area`` pixels, the background regions
-   it encloses are found by a flood from the ring around its box (:func:`mask_kernels.
-   fill_enclosed`) and filled unless their mean colour looks like the belt — the same holes
-   and the same decision as ``fill_holes`` + ``_reopen_background_holes``; a filled hole
-   that joins two components makes one relabelling of the frame;
+1. holes: for each component whose box could hold ``min_area`` pixels, the background
+   regions it encloses are found by a flood from the ring around its box
+   (``mask_kernels.fill_enclosed``) and filled unless their mean colour looks like the belt —
+   the same holes and the same decision as ``fill_holes`` + ``_reopen_background_holes``; a
+   filled hole that joins two components makes one relabelling of the frame;
 2. components under ``min_area`` dropped, the rest renumbered in raster order;
 3. per kept component, on its box grown by one pixel: distance transform and core seeds
    (the distance to the background and the seeds of one component do not depend on the
@@ -28,7 +28,13 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
-from pasta_ros.core.segmenters import mask_kernels as K
+from pasta_ros.core.segmenters.mask_kernels import (
+    component_stats,
+    core_mask,
+    fill_enclosed,
+    object_mask,
+    paint_components,
+)
 
 HOLE_BACKGROUND = -2.0  # mean log-odds below which an enclosed region is real background
 
@@ -38,7 +44,7 @@ def clean_components(image: np.ndarray, prior: np.ndarray, lut: np.ndarray, min_
     """``clean_mask`` labelled: ``(H, W, 3) uint8`` C-contiguous RGB, ``(H, W) float32``
     patch prior log-odds, ``(4096,) float32`` weighted colour log-odds -> (``(H, W) int32``
     components 1..n-1, ``(n, 5) int32`` their stats); see :func:`filled_components`."""
-    mask = K.object_mask(image, prior, lut)
+    mask = object_mask(image, prior, lut)
     opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     return filled_components(opened, image, lut, min_area)
 
@@ -50,24 +56,24 @@ def filled_components(opened: np.ndarray, image: np.ndarray, lut: np.ndarray, mi
     n, labels = cv2.connectedComponents(opened, connectivity=8, ltype=cv2.CV_32S)
     if n <= 1:
         return np.zeros(opened.shape, np.int32), np.zeros((1, 5), np.int32)
-    stats = K.component_stats(labels, n)
+    stats = component_stats(labels, n)
     areas = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
     box_area = stats[:, cv2.CC_STAT_WIDTH].astype(np.int64) * stats[:, cv2.CC_STAT_HEIGHT]
     merged = False
     for c in np.flatnonzero(box_area[1:] >= min_area) + 1:  # smaller ones cannot survive
-        merged |= K.fill_enclosed(labels, int(c), stats[c, :4], image, lut, HOLE_BACKGROUND,
+        merged |= fill_enclosed(labels, int(c), stats[c, :4], image, lut, HOLE_BACKGROUND,
                                   areas)
     if merged:  # a filled hole joined two components: label the filled mask again
         n, labels = cv2.connectedComponents((labels > 0).view(np.uint8), connectivity=8,
                                             ltype=cv2.CV_32S)
-        stats = K.component_stats(labels, n)
+        stats = component_stats(labels, n)
     else:
         stats[:, cv2.CC_STAT_AREA] = areas
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
     new = np.zeros(n, np.int32)
     new[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    comps = K.paint_components(labels, stats, new)
+    comps = paint_components(labels, stats, new)
     return comps, np.concatenate([stats[:1], stats[keep]])
 
 
@@ -93,7 +99,7 @@ def split_components(comps: np.ndarray, stats: np.ndarray, core: float, min_area
         sl = _crop(stats, c, comps.shape)
         piece = (comps[sl] == c).view(np.uint8)
         dist = cv2.distanceTransform(piece, cv2.DIST_L2, 5)
-        n_seeds, seeds = cv2.connectedComponents(K.core_mask(piece, dist, core),
+        n_seeds, seeds = cv2.connectedComponents(core_mask(piece, dist, core),
                                                  connectivity=8, ltype=cv2.CV_32S)
         if n_seeds > 2:
             multi.append((c, sl, piece.view(bool), dist, seeds, n_seeds))
@@ -102,7 +108,7 @@ def split_components(comps: np.ndarray, stats: np.ndarray, core: float, min_area
     is_multi[[m[0] for m in multi]] = True
     whole = np.flatnonzero(~is_multi[1:]) + 1  # kept, so each has >= min_area pixels
     lut[whole] = np.arange(1, whole.size + 1, dtype=np.int32)
-    out = K.paint_components(comps, stats, lut)
+    out = paint_components(comps, stats, lut)
     if multi:
         _paint_parts(out, comps.shape[1], stats, multi, whole.size + 1, min_area)
     return out
