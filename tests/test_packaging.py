@@ -18,6 +18,7 @@ KEYS = {
     "numpy": "python3-numpy",
     "opencv-python-headless": "python3-opencv",
     "scikit-learn": "python3-sklearn",
+    "threadpoolctl": "python3-threadpoolctl",
     "scikit-image": "python3-skimage",
     "scipy": "python3-scipy",
     "numba": "python3-numba",

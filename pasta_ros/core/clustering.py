@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
+from threadpoolctl import threadpool_limits
 
 from pasta_ros.core import cpu_kernels
 from pasta_ros.core.errors import CalibrationError
@@ -64,9 +65,13 @@ class FeatureCache:
         self._file.flush()
         stop = min(stop, self.rows)
         row_bytes = self.dtype.itemsize * self.channels
-        raw = os.pread(self._file.fileno(), (stop - start) * row_bytes, start * row_bytes)
-        rows = np.frombuffer(raw, self.dtype).reshape(-1, self.channels)
-        return rows.astype(np.float32) if self.dtype.kind == "f" else rows.copy()
+        buf = bytearray(max(stop - start, 0) * row_bytes)  # writable: no copy for torch
+        got = os.preadv(self._file.fileno(), [buf], start * row_bytes) if buf else 0
+        rows = np.frombuffer(buf, self.dtype, count=got // self.dtype.itemsize)
+        rows = rows.reshape(-1, self.channels)
+        if self.dtype == np.float16:  # torch's float16 -> float32 is ~2.7x numpy's, same values
+            return torch.from_numpy(rows).float().numpy()
+        return rows.astype(np.float32) if self.dtype.kind == "f" else rows
 
     def close(self) -> None:
         if not self._file.closed:
@@ -139,8 +144,22 @@ def fit_kmeans(features: np.ndarray | RowBlocks, k: int, *, seed: int = 0, epoch
     passes of ``partial_fit``: blocks are read in random order, ``mix_blocks`` of them are
     pooled and shuffled, and fed in chunks of ``chunk`` rows; fewer epochs when N is large
     (:func:`kmeans_epochs`, ``row_budget``). Memory stays O(mix_blocks * block +
-    init_sample) rows whatever N is.
+    init_sample) rows whatever N is. scikit-learn runs on ``KMEANS_THREADS`` threads.
     """
+    with threadpool_limits(limits=KMEANS_THREADS):
+        return _fit_kmeans(features, k, seed, epochs, chunk, init_sample, mix_blocks,
+                           row_budget)
+
+
+# scikit-learn's OpenMP / BLAS threads for K-Means: its mini-batch step is ~6 ms on one thread
+# and 13x that with two threads when another process holds one of the two cores (a node
+# running beside a recalibration, or any other job); one thread also keeps K-Means off the
+# cores the node's inference uses (BENCHMARKS.md, issue #12 session 5)
+KMEANS_THREADS = 1
+
+
+def _fit_kmeans(features: np.ndarray | RowBlocks, k: int, seed: int, epochs: int, chunk: int,
+                init_sample: int, mix_blocks: int, row_budget: int) -> np.ndarray:
     rows = features if isinstance(features, RowBlocks) else RowBlocks(features, block=chunk)
     n = rows.n
     if n < k:
