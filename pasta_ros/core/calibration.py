@@ -34,6 +34,7 @@ from pasta_ros.core.clustering import (
     cluster_counts,
     fit_kmeans,
     grid_to_rows,
+    sklearn_threads,
 )
 from pasta_ros.core.errors import CalibrationError
 from pasta_ros.core.features import FeatureExtractor, ImageSource
@@ -234,7 +235,8 @@ def _two_means_halves(base: CachedSet, c_t: torch.Tensor, candidates: np.ndarray
         rows = half_rows.astype(np.float32)
         if rows.shape[0] < 20 or np.unique(rows[:2000], axis=0).shape[0] < 2:
             continue
-        km = KMeans(n_clusters=parts, n_init=3, random_state=seed).fit(rows)
+        with sklearn_threads():  # its Lloyd loop thrashes with other work on the cores
+            km = KMeans(n_clusters=parts, n_init=3, random_state=seed).fit(rows)
         halves[j] = torch.from_numpy(km.cluster_centers_.astype(np.float32)).to(c_t.device)
         sample_share[j] = np.bincount(km.labels_, minlength=parts) / rows.shape[0]
     return halves, sample_share

@@ -146,7 +146,7 @@ def fit_kmeans(features: np.ndarray | RowBlocks, k: int, *, seed: int = 0, epoch
     (:func:`kmeans_epochs`, ``row_budget``). Memory stays O(mix_blocks * block +
     init_sample) rows whatever N is. scikit-learn runs on ``KMEANS_THREADS`` threads.
     """
-    with threadpool_limits(limits=KMEANS_THREADS):
+    with sklearn_threads():
         return _fit_kmeans(features, k, seed, epochs, chunk, init_sample, mix_blocks,
                            row_budget)
 
@@ -156,6 +156,11 @@ def fit_kmeans(features: np.ndarray | RowBlocks, k: int, *, seed: int = 0, epoch
 # running beside a recalibration, or any other job); one thread also keeps K-Means off the
 # cores the node's inference uses (BENCHMARKS.md, issue #12 session 5)
 KMEANS_THREADS = 1
+
+
+def sklearn_threads() -> threadpool_limits:
+    """Context manager: scikit-learn's (OpenMP, BLAS) thread pools at ``KMEANS_THREADS``."""
+    return threadpool_limits(limits=KMEANS_THREADS)
 
 
 def _fit_kmeans(features: np.ndarray | RowBlocks, k: int, seed: int, epochs: int, chunk: int,
