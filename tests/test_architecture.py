@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("export", ("pasta_ros.export",)),
     ("pipeline", ("pasta_ros.pipeline", "pasta_ros.calibration_job")),
     ("evaluation", ("pasta_ros.evaluation", "pasta_ros.evaluation_icas",
+                    "pasta_ros.evaluation_icas_tta",
                     "pasta_ros.evaluation_report", "pasta_ros.evaluation_report_md",
                     "pasta_ros.training")),
     ("ros", ("pasta_ros.ros",)),
