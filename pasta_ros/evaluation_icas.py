@@ -39,6 +39,7 @@ from pasta_ros.core.icas.prompting import (
     score_anomaly,
     score_normal,
 )
+from pasta_ros.core.icas.tta import TTAHead
 from pasta_ros.core.metrics import ConfusionMatrix, aupro, image_auroc, mean_std
 from pasta_ros.core.score_fusion import (
     GAIN_MARGIN_Z,
@@ -62,6 +63,8 @@ LOCAL_AGG = 3  # neighbourhood of the *_agg rows (PatchCore's default)
 # Training-free scores the icas_fused row trusts; the decoder joins only when it beats them on
 # the shot calibration (core/score_fusion.py). Chosen on the ELPV dev half (BENCHMARKS.md).
 FUSION_ANCHORS = ("gqs_mfm_agg", "patch_knn_agg")
+# Whether the icas_tta head is trusted as an anchor (BENCHMARKS.md "Test-time adaptation head").
+TTA_ANCHOR = False
 
 
 @dataclass
@@ -212,7 +215,8 @@ class FewShotOptions:
     errors (:func:`calibrate_fusion`); keep_scores: return every per-image and calibration
     score (``scores`` in the result); tta: the test-time adaptation head of the ``icas_tta``
     row (:class:`TTAOptions`, ``copies=0``: no such row); calib_style: the calibration
-    defects (:data:`CALIB_STYLES`)."""
+    defects (:data:`CALIB_STYLES`); tta_anchor: ``icas_tta`` is one of the fusion's anchors
+    (weight 1) where it has calibration scores, instead of a gated component."""
 
     augment: str = "none"
     calib_defects: int = 2
@@ -220,6 +224,7 @@ class FewShotOptions:
     keep_scores: bool = False
     tta: TTAOptions = TTAOptions()
     calib_style: str = "generic"
+    tta_anchor: bool = False
 
     def __post_init__(self) -> None:
         if self.augment not in SHOT_AUGMENTS:
@@ -286,25 +291,28 @@ class _Shots:
 CalibScores = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 
 
+def _calib_scores(model: ICASModel, mem: _Memory, head: TTAHead | None, f: torch.Tensor
+                  ) -> dict[str, float]:
+    return mem.scores(model, f)[0] | ({"icas_tta": head.score(f)} if head is not None else {})
+
+
 def _calibrate(model: ICASModel, cat: Category, idx: list[int], shots: _Shots,
                rng: np.random.Generator, n_defects: int, tta: TTAFit | None = None,
                style: str = "generic") -> CalibScores:
     """Fusion calibration scores from the k shots alone, per component: each shot against
     the other k-1 (normal, ``(k,)``) and ``n_defects`` copies of it with synthetic defects
-    (anomalous, ``(k * n_defects,)``, :data:`CALIB_STYLES` ``style``); ``icas_tta`` from the head fitted without that shot
-    (left out when k-1 shots cannot fit it)."""
+    (anomalous, ``(k * n_defects,)``, :data:`CALIB_STYLES` ``style``); ``icas_tta`` from
+    the head fitted without that shot (left out when k-1 shots cannot fit it)."""
     normal: dict[str, list[float]] = {}
     anomalous: dict[str, list[float]] = {}
     for p, i in enumerate(idx):
         mem = _Memory(model, [f for j in idx if j != i for f in shots(j)])
         head = tta.leave_out(p) if tta is not None else None
-        score = lambda f: mem.scores(model, f)[0] | (  # noqa: E731
-            {"icas_tta": head.score(f)} if head is not None else {})
-        for c, v in score(cat.ref_feats[i]).items():
+        for c, v in _calib_scores(model, mem, head, cat.ref_feats[i]).items():
             normal.setdefault(c, []).append(v)
         for _ in range(n_defects):
             img, _ = CALIB_STYLES[style](rng, cat.ref_images[i], int(rng.integers(1, 3)))
-            for c, v in score(model.encode([img])).items():
+            for c, v in _calib_scores(model, mem, head, model.encode([img])).items():
                 anomalous.setdefault(c, []).append(v)
     if len(normal.get("icas_tta", ())) != len(idx):
         normal.pop("icas_tta", None), anomalous.pop("icas_tta", None)
@@ -351,7 +359,9 @@ def _few_shot_seed(model: ICASModel, cat: Category, rng: np.random.Generator, k:
     tta = _fit_tta(model, cat, idx, opts.tta, tta_rng)
     calib = (_calibrate(model, cat, idx, shots, rng, opts.calib_defects, tta, opts.calib_style)
              if opts.calib_defects and k >= 2 else None)
-    weights = calibrate_fusion(*calib, FUSION_ANCHORS, opts.margin_z) if calib else None
+    anchors = FUSION_ANCHORS + (("icas_tta",) if opts.tta_anchor and calib
+                                and "icas_tta" in calib[0] else ())
+    weights = calibrate_fusion(*calib, anchors, opts.margin_z) if calib else None
     scores: dict[str, list[float]] = {}
     maps = {}
     for i, f in enumerate(cat.test_feats):
@@ -465,6 +475,7 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
     return {"categories": [c.name for c in cats], "seeds": list(seeds), "threshold": threshold,
             "shot_augment": options.augment, "calib_defects": options.calib_defects,
             "tta_copies": options.tta.copies, "calib_style": options.calib_style,
+            "tta_anchor": options.tta_anchor,
             "segmentation": _summary(seg), "auroc": _summary(auc), "pixel_auroc": _summary(pix),
             "aupro": _summary(pro),
             "fusion": {k: {"weight": {c: list(mean_std(v)) for c, v in d.items()}}

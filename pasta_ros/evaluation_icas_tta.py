@@ -20,7 +20,7 @@ from pasta_ros.core.icas.tta import TTAConfig, TTAHead, fit_head
 from pasta_ros.data.icas_el_defects import paste_el_defects
 
 # Chosen on the ELPV dev half (BENCHMARKS.md "Test-time adaptation head").
-TTA_CONFIG = TTAConfig(agg=3, knn=True, residual=True, l2=10.0)
+TTA_CONFIG = TTAConfig(agg=3, knn=True, residual=True, squares=True, l2=10.0)
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ Inputs per feature cell: the encoder features locally aggregated (mean of the ``
 neighbourhood, as the ``*_agg`` rows) and, optionally, the cell's nearest-neighbour distance
 to the normal memory (for a shot: the *other* shots, so that its own cells do not match
 themselves); with ``residual`` the features are replaced by their difference to that
-nearest normal cell (what is *unlike* the normal memory, not what the cell looks like).
-Positives: cells of the defect copies covered by a pasted defect (coverage >= ``pos_cover``,
-or a copy's most covered cell when none reaches it); negatives: the cells of the normal shots and the uncovered cells of the
-copies. The head is an L2-regularised logistic regression on standardised inputs with
-balanced classes, fitted by full-batch L-BFGS from zero (deterministic for given inputs).
+nearest normal cell (what is *unlike* the normal memory, not what the cell looks like), and
+with ``squares`` their squares are added (so that the linear head can weigh the distance
+per channel, a learned diagonal metric, not only a direction of change). Positives: cells of
+the defect copies covered by a pasted defect (coverage >= ``pos_cover``, or a copy's most
+covered cell when none reaches it); negatives: the cells of the normal shots and the
+uncovered cells of the copies. The head is an L2-regularised logistic regression on
+standardised inputs with balanced classes, fitted by full-batch L-BFGS from zero
+(deterministic for given inputs).
 The image score is the max over cells of the head's logit.
 """
 
@@ -29,14 +32,16 @@ from pasta_ros.core.errors import PastaError
 @dataclass(frozen=True)
 class TTAConfig:
     """agg: neighbourhood of the aggregated input features (1: raw); knn: add the distance
-    to the normal memory as an input; l2: weight decay on the standardised weights; iters:
-    L-BFGS iterations; pos_cover / neg_cover: cell coverage of a defect above which a cell
-    is positive / at or below which it may be negative; max_negatives: negatives kept (drawn
-    with ``seed``)."""
+    to the normal memory as an input; residual: the features minus their nearest normal
+    cell instead of the features; squares: also the squared residuals; l2: weight decay on
+    the standardised weights; iters: L-BFGS iterations; pos_cover / neg_cover: cell coverage
+    of a defect above which a cell is positive / at or below which it may be negative;
+    max_negatives: negatives kept (drawn with ``seed``)."""
 
     agg: int = 3
     knn: bool = True
     residual: bool = False
+    squares: bool = False
     l2: float = 1e-3
     iters: int = 60
     pos_cover: float = 0.3
@@ -67,12 +72,14 @@ def cell_cover(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA).reshape(-1)
 
 
-def _inputs(cells: torch.Tensor, bank: torch.Tensor | None, residual: bool = False
+def _inputs(cells: torch.Tensor, bank: torch.Tensor | None, config: TTAConfig
             ) -> torch.Tensor:
+    """``(N, C)`` cells -> ``(N, D)`` head inputs (see the module doc)."""
     if bank is None:
         return cells
     d, j = torch.cdist(cells, bank).min(1)
-    return torch.cat([cells - bank[j] if residual else cells, d[:, None]], 1)
+    r = cells - bank[j] if config.residual else cells
+    return torch.cat([r, r * r, d[:, None]] if config.squares else [r, d[:, None]], 1)
 
 
 @dataclass
@@ -89,7 +96,7 @@ class TTAHead:
 
     def cell_logits(self, feats: torch.Tensor) -> torch.Tensor:
         """``(1, C, h, w)`` target features -> ``(h, w)`` float32 logits (defect > 0)."""
-        x = _inputs(aggregate(feats, self.config.agg), self.bank, self.config.residual)
+        x = _inputs(aggregate(feats, self.config.agg), self.bank, self.config)
         z = ((x - self.mean) / self.std) @ self.weight + self.bias
         return z.reshape(feats.shape[-2:])
 
@@ -114,11 +121,11 @@ def fit_head(shots: Sequence[torch.Tensor], copies: Sequence[Sequence[tuple[torc
         raise PastaError(f"{len(copies)} copy lists for {len(shots)} shots")
     cells = [aggregate(s, config.agg) for s in shots]
     pos, neg = [], []
-    for i, (shot, cps) in enumerate(zip(shots, copies)):
+    for i, cps in enumerate(copies):
         bank = _bank([c for j, c in enumerate(cells) if j != i]) if config.knn else None
-        neg.append(_inputs(cells[i], bank, config.residual))
+        neg.append(_inputs(cells[i], bank, config))
         for f, mask in cps:
-            x = _inputs(aggregate(f, config.agg), bank, config.residual)
+            x = _inputs(aggregate(f, config.agg), bank, config)
             cover = torch.from_numpy(cell_cover(mask, tuple(f.shape[-2:])))
             # a defect smaller than pos_cover of any cell: its most covered cell is positive
             bar = min(config.pos_cover, float(cover.max())) if cover.max() > 0 else 2.0
