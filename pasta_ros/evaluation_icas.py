@@ -64,7 +64,7 @@ LOCAL_AGG = 3  # neighbourhood of the *_agg rows (PatchCore's default)
 # the shot calibration (core/score_fusion.py). Chosen on the ELPV dev half (BENCHMARKS.md).
 FUSION_ANCHORS = ("gqs_mfm_agg", "patch_knn_agg")
 # Whether the icas_tta head is trusted as an anchor (BENCHMARKS.md "Test-time adaptation head").
-TTA_ANCHOR = False
+TTA_ANCHOR = True
 
 
 @dataclass
@@ -224,7 +224,7 @@ class FewShotOptions:
     keep_scores: bool = False
     tta: TTAOptions = TTAOptions()
     calib_style: str = "generic"
-    tta_anchor: bool = False
+    tta_anchor: bool = TTA_ANCHOR
 
     def __post_init__(self) -> None:
         if self.augment not in SHOT_AUGMENTS:
