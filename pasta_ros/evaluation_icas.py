@@ -7,8 +7,10 @@ detection with k normal shots drawn from ``reference/`` (image AUROC over all te
 Side by side: a PatchCore-style patch-kNN baseline (same backbone, same shots) and the
 training-free parts alone (GQS partition masks + MFM, the Table 7 ablation), each also on
 locally aggregated features (``*_agg``, PatchCore's 3x3 neighbourhood mean), and
-``icas_fused``: those training-free scores with the decoder's, fused by weights calibrated on
-the k shots alone (leave-one-out + synthetic defects pasted on them, ``core/score_fusion.py``).
+``icas_tta``: a test-time adaptation head fitted on the k shots with EL-like defects pasted
+on them (``evaluation_icas_tta.py``); ``icas_fused``: the training-free scores with the
+decoder's and the head's, fused by weights calibrated on the k shots alone (leave-one-out +
+synthetic defects pasted on them, ``core/score_fusion.py``).
 Sets with ``test/labels.csv`` and no ``test/masks`` (e.g. ELPV) give the image AUROC rows only.
 Metrics: mIoU = anomaly IoU averaged over categories, FB-IoU = mean of anomaly and background
 IoU, averaged; mean and std over seeds.
@@ -37,6 +39,7 @@ from pasta_ros.core.icas.prompting import (
     score_anomaly,
     score_normal,
 )
+from pasta_ros.core.icas.tta import TTAHead
 from pasta_ros.core.metrics import ConfusionMatrix, aupro, image_auroc, mean_std
 from pasta_ros.core.score_fusion import (
     GAIN_MARGIN_Z,
@@ -44,17 +47,24 @@ from pasta_ros.core.score_fusion import (
     calibrate_fusion,
     fuse_scores,
 )
+from pasta_ros.data.icas_el_defects import paste_el_defects
 from pasta_ros.data.icas_synth import paste_defects
 from pasta_ros.data.images import list_images, read_image_channels
 from pasta_ros.data.layout import DatasetLayout, read_labels_csv, read_mask, test_items
+from pasta_ros.evaluation_icas_tta import TTAFit, TTAOptions, defect_copies
 
 SHOTS = (2, 4, 8)
 # Views of each normal shot added to the memory (the k shots themselves are always the first).
 SHOT_AUGMENTS = {"none": 1, "flip": 4, "dihedral": 8}
+# What the fusion calibration pastes on the shots: icas_synth's generic defects (scratches,
+# spots, ... of many textures) or EL-like ones (data/icas_el_defects: cracks, dark areas).
+CALIB_STYLES = {"generic": paste_defects, "el": paste_el_defects}
 LOCAL_AGG = 3  # neighbourhood of the *_agg rows (PatchCore's default)
 # Training-free scores the icas_fused row trusts; the decoder joins only when it beats them on
 # the shot calibration (core/score_fusion.py). Chosen on the ELPV dev half (BENCHMARKS.md).
 FUSION_ANCHORS = ("gqs_mfm_agg", "patch_knn_agg")
+# Whether the icas_tta head is trusted as an anchor (BENCHMARKS.md "Test-time adaptation head").
+TTA_ANCHOR = True
 
 
 @dataclass
@@ -203,17 +213,26 @@ class FewShotOptions:
     dihedral = 8 flips and rotations); calib_defects: synthetic-defect copies per shot for the
     fusion calibration (0: no fused row); margin_z: the fusion gate's margin in standard
     errors (:func:`calibrate_fusion`); keep_scores: return every per-image and calibration
-    score (``scores`` in the result)."""
+    score (``scores`` in the result); tta: the test-time adaptation head of the ``icas_tta``
+    row (:class:`TTAOptions`, ``copies=0``: no such row); calib_style: the calibration
+    defects (:data:`CALIB_STYLES`); tta_anchor: ``icas_tta`` is one of the fusion's anchors
+    (weight 1) where it has calibration scores, instead of a gated component."""
 
     augment: str = "none"
     calib_defects: int = 2
     margin_z: float = GAIN_MARGIN_Z
     keep_scores: bool = False
+    tta: TTAOptions = TTAOptions()
+    calib_style: str = "generic"
+    tta_anchor: bool = TTA_ANCHOR
 
     def __post_init__(self) -> None:
         if self.augment not in SHOT_AUGMENTS:
             raise PastaError(f"shot augmentation must be one of {', '.join(SHOT_AUGMENTS)}, "
                              f"got {self.augment!r}")
+        if self.calib_style not in CALIB_STYLES:
+            raise PastaError(f"calibration style must be one of {', '.join(CALIB_STYLES)}, "
+                             f"got {self.calib_style!r}")
         if self.calib_defects < 0:
             raise PastaError(f"calib_defects must be >= 0, got {self.calib_defects}")
         if not self.margin_z >= 0:
@@ -272,21 +291,31 @@ class _Shots:
 CalibScores = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 
 
+def _calib_scores(model: ICASModel, mem: _Memory, head: TTAHead | None, f: torch.Tensor
+                  ) -> dict[str, float]:
+    return mem.scores(model, f)[0] | ({"icas_tta": head.score(f)} if head is not None else {})
+
+
 def _calibrate(model: ICASModel, cat: Category, idx: list[int], shots: _Shots,
-               rng: np.random.Generator, n_defects: int) -> CalibScores:
+               rng: np.random.Generator, n_defects: int, tta: TTAFit | None = None,
+               style: str = "generic") -> CalibScores:
     """Fusion calibration scores from the k shots alone, per component: each shot against
     the other k-1 (normal, ``(k,)``) and ``n_defects`` copies of it with synthetic defects
-    (anomalous, ``(k * n_defects,)``)."""
+    (anomalous, ``(k * n_defects,)``, :data:`CALIB_STYLES` ``style``); ``icas_tta`` from
+    the head fitted without that shot (left out when k-1 shots cannot fit it)."""
     normal: dict[str, list[float]] = {}
     anomalous: dict[str, list[float]] = {}
-    for i in idx:
+    for p, i in enumerate(idx):
         mem = _Memory(model, [f for j in idx if j != i for f in shots(j)])
-        for c, v in mem.scores(model, cat.ref_feats[i])[0].items():
+        head = tta.leave_out(p) if tta is not None else None
+        for c, v in _calib_scores(model, mem, head, cat.ref_feats[i]).items():
             normal.setdefault(c, []).append(v)
         for _ in range(n_defects):
-            img, _ = paste_defects(rng, cat.ref_images[i], int(rng.integers(1, 3)))
-            for c, v in mem.scores(model, model.encode([img]))[0].items():
+            img, _ = CALIB_STYLES[style](rng, cat.ref_images[i], int(rng.integers(1, 3)))
+            for c, v in _calib_scores(model, mem, head, model.encode([img])).items():
                 anomalous.setdefault(c, []).append(v)
+    if len(normal.get("icas_tta", ())) != len(idx):
+        normal.pop("icas_tta", None), anomalous.pop("icas_tta", None)
     return ({c: np.asarray(v) for c, v in normal.items()},
             {c: np.asarray(v) for c, v in anomalous.items()})
 
@@ -311,18 +340,34 @@ class SeedResult:
     record: dict
 
 
+def _fit_tta(model: ICASModel, cat: Category, idx: list[int], opts: TTAOptions,
+             rng: np.random.Generator) -> TTAFit | None:
+    if not opts.copies or len(idx) < (2 if opts.config.knn else 1):
+        return None
+    copies = defect_copies(model, [cat.ref_images[i] for i in idx], opts.copies, rng)
+    return TTAFit([cat.ref_feats[i] for i in idx], copies, opts.config)
+
+
 def _few_shot_seed(model: ICASModel, cat: Category, rng: np.random.Generator, k: int,
-                   opts: FewShotOptions, shots: _Shots) -> SeedResult:
-    """Every method's scores for one draw of k shots (see :class:`SeedResult`)."""
+                   opts: FewShotOptions, shots: _Shots, tta_rng: np.random.Generator
+                   ) -> SeedResult:
+    """Every method's scores for one draw of k shots (see :class:`SeedResult`);
+    ``tta_rng`` seeds the defect copies of the ``icas_tta`` head only, so that the other
+    rows do not depend on whether it runs."""
     idx = draw_shots(len(cat.ref_feats), k, rng, cat.name)
     mem = _Memory(model, [f for i in idx for f in shots(i)])
-    calib = (_calibrate(model, cat, idx, shots, rng, opts.calib_defects)
+    tta = _fit_tta(model, cat, idx, opts.tta, tta_rng)
+    calib = (_calibrate(model, cat, idx, shots, rng, opts.calib_defects, tta, opts.calib_style)
              if opts.calib_defects and k >= 2 else None)
-    weights = calibrate_fusion(*calib, FUSION_ANCHORS, opts.margin_z) if calib else None
+    anchors = FUSION_ANCHORS + (("icas_tta",) if opts.tta_anchor and calib
+                                and "icas_tta" in calib[0] else ())
+    weights = calibrate_fusion(*calib, anchors, opts.margin_z) if calib else None
     scores: dict[str, list[float]] = {}
     maps = {}
     for i, f in enumerate(cat.test_feats):
         comps, s = mem.scores(model, f)
+        if tta is not None:
+            comps["icas_tta"] = tta.head.score(f)
         if cat.test_masks[i] is not None:
             maps[i] = _full(s, cat.test_masks[i].shape)
         if weights is not None:
@@ -401,7 +446,8 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
             normal4: dict[int, np.ndarray] = {}
             for k in shots:
                 rng = np.random.default_rng([seed, ci, k])
-                r = _few_shot_seed(model, cat, rng, k, options, views[ci])
+                r = _few_shot_seed(model, cat, rng, k, options, views[ci],
+                                   np.random.default_rng([seed, ci, k, 1]))
                 normal4 = r.maps if k == 4 else normal4
                 for m, v in r.auroc.items():
                     per_cat_auc[f"k{k}"].setdefault(m, []).append(v * 100)
@@ -428,6 +474,8 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
             d["fbiou"].append(100 * float(np.mean([v[1] for v in vals])))
     return {"categories": [c.name for c in cats], "seeds": list(seeds), "threshold": threshold,
             "shot_augment": options.augment, "calib_defects": options.calib_defects,
+            "tta_copies": options.tta.copies, "calib_style": options.calib_style,
+            "tta_anchor": options.tta_anchor,
             "segmentation": _summary(seg), "auroc": _summary(auc), "pixel_auroc": _summary(pix),
             "aupro": _summary(pro),
             "fusion": {k: {"weight": {c: list(mean_std(v)) for c, v in d.items()}}

@@ -132,7 +132,7 @@ def test_labels_only_evaluation(model: ICASModel, tmp_path: Path) -> None:
     assert "labels only" in res["notes"][0]
     for k in ("k2", "k4"):
         assert set(res["auroc"][k]) == {"icas", "patch_knn", "gqs_mfm", "patch_knn_agg",
-                                        "gqs_mfm_agg", "icas_fused"}
+                                        "gqs_mfm_agg", "icas_tta", "icas_fused"}
         assert all(0 <= m <= 100 and s >= 0 for m, s in res["auroc"][k].values())
         assert res["fusion"][k]["weight"]["gqs_mfm_agg"] == [1.0, 0.0]
     again = evaluate(model, [root], seeds=[0, 1], shots=(2, 4),

@@ -109,7 +109,7 @@ def test_evaluate_and_cli(model: ICASModel, tmp_path: Path) -> None:
         miou, std = res["segmentation"][m]["miou"]
         assert 0 <= miou <= 100 and std >= 0
     assert set(res["auroc"]["k2"]) == {"icas", "patch_knn", "gqs_mfm", "patch_knn_agg",
-                                       "gqs_mfm_agg", "icas_fused"}
+                                       "gqs_mfm_agg", "icas_tta", "icas_fused"}
 
     from pasta_ros.cli import main
     ckpt = save_checkpoint(tmp_path / "m.pt", model, stage="anomaly", step=0)

@@ -92,6 +92,13 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="icas_fused gate: a non-anchor component joins only when its "
                         "calibration AUROC beats the anchors' by more than this many "
                         "standard errors (default: the chosen GAIN_MARGIN_Z; inf: anchors only)")
+    p.add_argument("--tta-copies", type=int, default=4,
+                   help="EL-defect copies per shot the icas_tta head is fitted on (0: no row)")
+    p.add_argument("--calib-style", choices=("generic", "el"), default="generic",
+                   help="defects pasted on the shots to calibrate the fusion gate")
+    p.add_argument("--tta-fusion", choices=("gate", "anchor"), default=None,
+                   help="icas_fused: icas_tta gated like the decoder, or an anchor (weight 1); "
+                        "default: the chosen TTA_ANCHOR")
     p.add_argument("--dump-scores", action="store_true",
                    help="also write every per-image and calibration score to the JSON")
     p.add_argument("--json", type=Path)
@@ -168,7 +175,8 @@ def dataset_roots(paths: list[Path]) -> list[Path]:
 def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
     from pasta_ros.core.errors import PastaError
     from pasta_ros.core.icas.model import load_icas_model
-    from pasta_ros.evaluation_icas import FewShotOptions, evaluate
+    from pasta_ros.evaluation_icas import TTA_ANCHOR, FewShotOptions, evaluate
+    from pasta_ros.evaluation_icas_tta import TTAOptions
 
     roots = dataset_roots(args.data)
     if not roots:
@@ -176,7 +184,9 @@ def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
     from pasta_ros.core.score_fusion import GAIN_MARGIN_Z
 
     margin = GAIN_MARGIN_Z if args.fusion_margin is None else args.fusion_margin
-    opts = FewShotOptions(args.shot_augment, args.calib_defects, margin, args.dump_scores)
+    opts = FewShotOptions(args.shot_augment, args.calib_defects, margin, args.dump_scores,
+                          TTAOptions(args.tta_copies), args.calib_style,
+                          TTA_ANCHOR if args.tta_fusion is None else args.tta_fusion == "anchor")
     res = evaluate(load_icas_model(args.checkpoint), roots, args.seeds, tuple(args.shots),
                    args.threshold, progress=not getattr(args, "quiet", False), options=opts)
     if args.json:
