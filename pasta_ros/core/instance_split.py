@@ -49,10 +49,7 @@ class MaterialSplitSegmenter:
                  min_area: int = 150, min_separation: float = 4.0,
                  prior_weight: float = 1.0) -> None:
         self.inner = inner
-        self.background = None if background is None else torch.as_tensor(
-            np.asarray(background, bool))
         self.name = f"{inner.name}+material_split"
-        self.anomaly = torch.as_tensor(np.asarray(anomaly, bool))
         self._anomaly = np.asarray(anomaly, bool)  # numpy lookups: cheaper than torch's here
         self._objects = None if background is None else ~np.asarray(background, bool)
         self.min_area = int(min_area)

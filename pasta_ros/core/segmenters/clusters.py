@@ -38,7 +38,6 @@ class ClusterSegmenter:
     def __init__(self, background: np.ndarray, color_log_odds: np.ndarray, *,
                  min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0,
                  seed_depth: float = 0.0, compiled: bool | None = None) -> None:
-        self.background = torch.as_tensor(np.asarray(background, bool))
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
         self.split_core = float(split_core)
@@ -63,7 +62,7 @@ class ClusterSegmenter:
         """Per-pixel object log-odds terms, both ``(H, W) float32``: the patch prior
         (upsampled bilinearly) and the weighted colour evidence."""
         return (self.prior_log_odds(image.shape[:2], cluster_map),
-                self.color_weight * self.color_log_odds[color_index(image)])
+                self._lut[color_index(image)])
 
     def object_log_odds(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
         """``(H, W) float32`` per-pixel object log-odds (patch prior + colour evidence)."""
@@ -87,8 +86,6 @@ class ClusterSegmenter:
         if self.seed_depth > 0:  # relative-depth seeds: the numpy split on the clean mask
             return split_instances(comps > 0, self.split_core, self.min_area, self.seed_depth)
         return split_components(comps, stats, self.split_core, self.min_area)
-
-
 
 
 def clean_mask(mask: np.ndarray, min_area: int, log_odds: np.ndarray | None = None,
