@@ -50,7 +50,8 @@ def test_evaluate_reports_aupro_where_masks_exist(tmp_path) -> None:
 
     from pasta_ros.core.icas.model import ICASModel, default_arch
     from pasta_ros.data.icas_synth import write_benchmark
-    from pasta_ros.evaluation_icas import FewShotOptions, evaluate
+    from pasta_ros.evaluation_icas import evaluate
+    from pasta_ros.evaluation_icas_fewshot import FewShotOptions
 
     torch.manual_seed(0)
     model = ICASModel(default_arch(tiny=True, input_size=(48, 48), layers=1, queries=8,

@@ -18,7 +18,8 @@ from pasta_ros.core.icas.model import ICASModel, default_arch, save_checkpoint
 from pasta_ros.core.score_fusion import auroc, calibrate_fusion, fuse_scores
 from pasta_ros.data.icas_synth import paste_defects, write_benchmark
 from pasta_ros.data.labels_layout import read_elpv_labels, split_few_shot, write_few_shot_layout
-from pasta_ros.evaluation_icas import FewShotOptions, draw_shots, evaluate
+from pasta_ros.evaluation_icas import evaluate
+from pasta_ros.evaluation_icas_fewshot import FewShotOptions, draw_shots
 
 SIZE = 64
 
@@ -176,7 +177,7 @@ def test_bad_few_shot_inputs(model: ICASModel, tmp_path: Path, capsys) -> None:
 
 
 def test_local_aggregate_is_the_neighbourhood_mean() -> None:
-    from pasta_ros.evaluation_icas import local_aggregate
+    from pasta_ros.evaluation_icas_fewshot import local_aggregate
 
     f = torch.zeros(1, 2, 5, 5)
     f[0, 0, 2, 2] = 9.0

@@ -175,7 +175,8 @@ def dataset_roots(paths: list[Path]) -> list[Path]:
 def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
     from pasta_ros.core.errors import PastaError
     from pasta_ros.core.icas.model import load_icas_model
-    from pasta_ros.evaluation_icas import TTA_ANCHOR, FewShotOptions, evaluate
+    from pasta_ros.evaluation_icas import evaluate
+    from pasta_ros.evaluation_icas_fewshot import TTA_ANCHOR, FewShotOptions
     from pasta_ros.evaluation_icas_tta import TTAOptions
 
     roots = dataset_roots(args.data)
