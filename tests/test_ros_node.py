@@ -168,9 +168,11 @@ def test_newest_frame_wins_and_counters_add_up(camera, outputs):
     before = outputs.wait_diagnostics(lambda v: v["frames_in_flight"] == 0, 20.0)
     rgb, _ = scene(4)
     msgs = [image_msg(rgb, "rgb8", next_stamp()) for _ in range(60)]
-    for m in msgs:  # a 250 Hz camera, far faster than inference: most frames are dropped
+    # One burst, no pacing: the 60 frames leave the publisher in a few milliseconds, less than
+    # one inference, so the result does not depend on how a loaded machine honours a sleep (a
+    # 4 ms-paced camera let a fast tiny model keep up with 50 of 60 frames under CI load).
+    for m in msgs:
         camera.publish(m)
-        time.sleep(0.004)  # pacing the camera, not synchronisation
     last = msgs[-1].header.stamp
     outputs.wait_frame((last.sec, last.nanosec), 30.0)  # the newest frame is always processed
     v = outputs.wait_diagnostics(lambda v: v["frames_in_flight"] == 0, 20.0)
@@ -183,7 +185,7 @@ def test_newest_frame_wins_and_counters_add_up(camera, outputs):
     received = v["frames_in"] - before["frames_in"]
     processed = v["frames_processed"] - before["frames_processed"]
     assert 1 <= received <= len(msgs)
-    assert processed < len(msgs) // 2  # inference takes far longer than the 4 ms pacing
+    assert processed < len(msgs) // 2  # a burst outruns inference: most frames are dropped
     dropped = v["frames_dropped"] - before["frames_dropped"]
     assert dropped == received - processed, (received, processed, dropped)
     assert v["latency_p95_ms"] >= v["latency_p50_ms"] > 0
