@@ -109,7 +109,8 @@ def icas_vote(mode: str, normal: list[np.ndarray], pipeline=None):
 
 
 MEMORY_CHILD = """
-import resource, sys, json, numpy as np
+import sys, json, numpy as np
+from pasta_ros.bench.machine import peak_rss_mb
 from pasta_ros.core.config import PastaConfig
 from pasta_ros.core.backbones import build_backbone
 from pasta_ros.core.calibration import calibrate
@@ -133,7 +134,7 @@ with tempfile.TemporaryDirectory() as tmp:  # backend onnxruntime: the graph's c
     model = calibrate(ext, source(n, False), source(max(4, n // 10), True), None, cfg,
                       quiet=True)
     seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = peak_rss_mb()  # VmHWM: ru_maxrss would carry the parent's peak (see peak_rss_mb)
 print(json.dumps({"images": n, "peak_rss_mb": peak, "backend": cfg.backend,
                   "calibrate_s": round(seconds, 1),
                   "anomaly_clusters": int(model.anomaly.sum())}))

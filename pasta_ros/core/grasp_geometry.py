@@ -30,9 +30,13 @@ class OrientedBox:
 
 
 def _outer_contour(mask: np.ndarray) -> np.ndarray:
-    """``(N, 2) int32`` boundary pixel centres of the largest connected part of ``mask``."""
+    """``(N, 2) int32`` boundary of the largest connected part of ``mask``: the boundary pixel
+    centres where the trace turns (``CHAIN_APPROX_SIMPLE`` drops the inner points of straight
+    horizontal, vertical and diagonal runs: 30-45 % of a blob's trace). The consumers give the
+    answer of the full trace: the convex hull (hence :func:`_box`) keeps only corners, and
+    Douglas-Peucker's farthest point from a chord over a straight run is one of its ends."""
     contours, _ = cv2.findContours(np.ascontiguousarray(mask, np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_NONE)
+                                   cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         raise ValueError("empty mask: an instance has at least one pixel")
     return max(contours, key=cv2.contourArea).reshape(-1, 2)
@@ -56,8 +60,9 @@ def _box(contour: np.ndarray, offset: tuple[int, int]) -> OrientedBox:
 
 def contour_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0),
                     max_vertices: int = 32) -> np.ndarray:
-    """The outer contour of ``mask``'s largest part, simplified (Douglas-Peucker with the
-    smallest tolerance, from 0.5 px doubling, that leaves at most ``max_vertices`` points).
+    """The outer contour of ``mask``'s largest part, simplified: its exact corner points when
+    there are at most ``max_vertices`` of them, else Douglas-Peucker with the smallest
+    tolerance, from 0.5 px doubling, that leaves at most ``max_vertices`` points.
 
     Returns ``(N, 2) float32`` (x, y) source-image pixel centres, 1 <= N <= max_vertices,
     in OpenCV's order (counter-clockwise in x-right/y-down coordinates, i.e. clockwise on
