@@ -67,9 +67,9 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return decode_compressed(msg.data)
 
 
-def _byte_array(pixels: np.ndarray) -> array.array:
-    """The message ``data`` field: one copy of ``pixels``' bytes (``array('B', x.tobytes())``
-    made two, and built the array slowly from the bytes object)."""
+def byte_array(pixels: np.ndarray) -> array.array:
+    """A message's ``uint8[]`` ``data`` field from uint8 ``pixels`` of any shape: one copy of
+    the bytes (``array("B", x.tobytes())`` makes two)."""
     out = array.array("B")
     out.frombytes(np.ascontiguousarray(pixels, np.uint8))
     return out
@@ -79,14 +79,14 @@ def mono8_image(pixels: np.ndarray, header) -> Image:
     """``(H, W) uint8`` -> ``sensor_msgs/Image`` mono8 (step = width) with ``header``."""
     h, w = pixels.shape
     return Image(header=header, height=h, width=w, encoding="mono8", is_bigendian=0, step=w,
-                 data=_byte_array(pixels))
+                 data=byte_array(pixels))
 
 
 def rgb8_image(rgb: np.ndarray, header) -> Image:
     """``(H, W, 3) uint8`` RGB -> ``sensor_msgs/Image`` rgb8 with ``header``."""
     h, w = rgb.shape[:2]
     return Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=3 * w,
-                 data=_byte_array(rgb))
+                 data=byte_array(rgb))
 
 
 _FILL = np.zeros((256, 1, 3), np.uint8)  # label -> colour, as 256-entry 3-channel LUTs
@@ -124,7 +124,7 @@ def instance_msg(inst: Instance, header, max_contour_vertices: int = 32) -> Inst
         bbox=RegionOfInterest(x_offset=int(x), y_offset=int(y), width=int(w), height=int(h),
                               do_rectify=False),
         centroid=Point(x=float(inst.centroid[0]), y=float(inst.centroid[1]), z=0.0),
-        area=int(inst.area), mask=mono8_image(inst.mask.view(np.uint8) * np.uint8(255), header),
+        area=int(inst.area), mask=mono8_image(inst.mask.astype(np.uint8) * 255, header),
         obb_center=Point(x=box.center[0], y=box.center[1], z=0.0), obb_length=box.length,
         obb_width=box.width, obb_angle=box.angle, contour=contour)
 

@@ -5,7 +5,6 @@ the ROS demo and ``pasta bench ros``; every wait is bounded.
 
 from __future__ import annotations
 
-import array
 import itertools
 import os
 import threading
@@ -22,6 +21,7 @@ from pasta_msgs.msg import InstanceArray
 from pasta_ros.core.errors import PastaError
 from pasta_ros.data.bags import make_compressed_msg
 from pasta_ros.data.imgmsg import image_to_msg_fields
+from pasta_ros.ros.convert import byte_array
 from pasta_ros.ros.diagnostics import status_name, values_from_status
 
 Stamp = tuple[int, int]
@@ -36,7 +36,7 @@ def image_msg(rgb: np.ndarray, encoding: str, stamp_ns: int, *, row_padding: int
     """An rclpy ``sensor_msgs/Image`` of ``(H, W, 3) uint8`` RGB in ``encoding``."""
     f = image_to_msg_fields(rgb, encoding, is_bigendian=is_bigendian, row_padding=row_padding)
     msg = Image(encoding=f["encoding"], height=f["height"], width=f["width"], step=f["step"],
-                is_bigendian=f["is_bigendian"], data=array.array("B", f["data"].tobytes()))
+                is_bigendian=f["is_bigendian"], data=byte_array(f["data"]))
     msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_of(stamp_ns)
     msg.header.frame_id = frame_id
     return msg
@@ -46,7 +46,7 @@ def compressed_msg(rgb: np.ndarray, stamp_ns: int, fmt: str = "png",
                    frame_id: str = "camera") -> CompressedImage:
     """An rclpy ``sensor_msgs/CompressedImage`` (png or jpeg, BGR as image_transport)."""
     ros = make_compressed_msg(rgb, stamp_ns, fmt=fmt, frame_id=frame_id)
-    msg = CompressedImage(format=ros.format, data=array.array("B", ros.data.tobytes()))
+    msg = CompressedImage(format=ros.format, data=byte_array(ros.data))
     msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_of(stamp_ns)
     msg.header.frame_id = frame_id
     return msg
