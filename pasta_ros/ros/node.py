@@ -32,7 +32,6 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -57,6 +56,7 @@ from pasta_ros.ros.diagnostics import (
     self_check_values,
     status_name,
 )
+from pasta_ros.ros.executor import InlineExecutor
 from pasta_ros.ros.frames import Frame, LatestFrame
 from pasta_ros.ros.model_selection import ModelSelectionInterface
 from pasta_ros.ros.params import RUNTIME_CONFIG, apply_changes, declarations, declare_all
@@ -88,6 +88,9 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
         self.worker: threading.Thread | None = None
         self._halt = threading.Event()
         self._entities: list = []
+        # callbacks that take seconds to minutes (recalibration, prompts, model selection):
+        # the executor runs them in its pool, everything else (the camera) inline
+        self.blocking_group = ReentrantCallbackGroup()
         self.add_on_set_parameters_callback(self._on_parameters)
 
     def configure(self) -> None:
@@ -153,18 +156,18 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
                 callback_group=MutuallyExclusiveCallbackGroup())
             self.pub_info = self._output(CameraInfo, "camera_info")
         self.srv = self.create_service(Recalibrate, "pasta/recalibrate", self._on_recalibrate,
-                                       callback_group=ReentrantCallbackGroup())
+                                       callback_group=self.blocking_group)
         self.action = ActionServer(self, RecalibrateAction, "pasta/recalibrate",
                                    execute_callback=self._execute_recalibration,
                                    goal_callback=self._on_goal,
                                    cancel_callback=lambda _goal: CancelResponse.ACCEPT,
-                                   callback_group=ReentrantCallbackGroup())
+                                   callback_group=self.blocking_group)
         self.srv_prompts = self.create_service(SetPrompts, "pasta/set_prompts",
                                                self._on_set_prompts,
-                                               callback_group=ReentrantCallbackGroup())
+                                               callback_group=self.blocking_group)
         self.srv_select = self.create_service(SelectModel, "pasta/select_model",
                                               self._on_select_model,
-                                              callback_group=ReentrantCallbackGroup())
+                                              callback_group=self.blocking_group)
         self.diagnostics = DiagnosticsPublisher(self, status_name(self.get_fully_qualified_name()))
         self.timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         subs = [self.sub] + ([self.sub_info] if self.camera_info is not None else [])
@@ -395,7 +398,7 @@ def spin_until_stopped(node_class, args: list[str]) -> int:
         print(f"pasta_node: error: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = InlineExecutor(blocking=[node.blocking_group], threads=4)
     executor.add_node(node)
     try:
         while not stop.is_set() and rclpy.ok():
