@@ -143,6 +143,14 @@ def uses_fused_graph(cfg: PastaConfig, model: CalibratedModel) -> bool:
     return cfg.backend != "torch" and cfg.fused_graph and model.method in FUSABLE and not int8
 
 
+def icas_pipeline_config(cfg: PastaConfig, icas_on: bool, share: bool) -> PastaConfig:
+    """The config to load a pipeline with for an iCAS vote (node, ``pasta evaluate --icas``,
+    ``pasta bench icas_share``): with the vote on and sharing PASTA's backbone, frames run on
+    the feature graph, not the fused one: no features leave the fused graph, so the vote
+    would need an encoder pass of its own."""
+    return cfg.replace(fused_graph=False) if icas_on and share else cfg
+
+
 def prepare_runtime(component, input_size: tuple[int, int], stride: int) -> None:
     """Export/check/build (or reuse) the graph an exported backbone or fused graph needs for
     camera frames of ``input_size = (W, H)``, so the first frame pays nothing; a no-op for

@@ -108,6 +108,10 @@ def _evaluate_parser(e: argparse.ArgumentParser) -> None:
     e.add_argument("--icas-max-cells", type=int, default=1200,
                    help="shared features pooled to at most this many cells before the iCAS "
                         "decoder (0: PASTA's full grid)")
+    e.add_argument("--icas-decoder-backend", choices=("onnxruntime", "torch"),
+                   default="onnxruntime",
+                   help="with shared features on the CPU: the iCAS decoder's ONNX Runtime "
+                        "graph (default) or the torch decoder")
     add_config_args(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -185,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     from pasta_ros.core.backbones import weights_fingerprint
     from pasta_ros.data.layout import DatasetLayout
     from pasta_ros.evaluation import evaluate, evaluate_grid, format_summary, save_json
-    from pasta_ros.pipeline import PastaPipeline, build_extractor
+    from pasta_ros.pipeline import PastaPipeline, build_extractor, icas_pipeline_config
     from pasta_ros.sources import folder_source
 
     cfg, explicit = config_from_args(args)
@@ -200,6 +204,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         result["config"] = cfg.to_dict() | {"empty_set": empty is not None}
         print(format_summary(result["summary"]), file=sys.stderr)
     elif args.model and args.test:
+        icas_on = getattr(args, "icas", "off") != "off"
+        cfg = icas_pipeline_config(cfg, icas_on, not getattr(args, "icas_two_pass", False))
         pipe = PastaPipeline.load(args.model, cfg, explicit=explicit)
         layout = DatasetLayout.for_test(args.test)
         vote, icas_info = icas_vote_from_args(args, layout, pipe)
@@ -227,6 +233,7 @@ def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout,
     from pasta_ros.core.icas.prompting import ICASPredictor
     from pasta_ros.core.icas.vote import IcasVote
     from pasta_ros.data.images import list_images, read_image
+    from pasta_ros.export.icas_decoder import use_decoder_backend
 
     if bool(args.icas_anomaly_image) != bool(args.icas_anomaly_mask):
         raise PastaError("--icas-anomaly-image and --icas-anomaly-mask go together")
@@ -237,6 +244,7 @@ def icas_vote_from_args(args: argparse.Namespace, layout: DatasetLayout,
     predictor = ICASPredictor.from_checkpoint(ckpt)
     shared = (pipe is not None and not getattr(args, "icas_two_pass", False)
               and pipe.share_icas_backbone(predictor, args.icas_max_cells))
+    use_decoder_backend(predictor, getattr(args, "icas_decoder_backend", "onnxruntime"))
     info = {"mode": args.icas, "checkpoint": str(ckpt), "threshold": args.icas_threshold,
             "shots": args.icas_shots, "shared_backbone": shared,
             "input_size": list(predictor.model.input_size),

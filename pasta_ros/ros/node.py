@@ -47,6 +47,7 @@ from pasta_ros.core.icas.prompting import ICASPredictor
 from pasta_ros.core.icas.vote import IcasVote
 from pasta_ros.core.model_store import ModelStore, lineage_name, resolve_model
 from pasta_ros.data.images import check_encoded_pixels, check_image_size
+from pasta_ros.export.icas_decoder import use_decoder_backend
 from pasta_ros.pipeline import PastaPipeline
 from pasta_ros.ros import convert
 from pasta_ros.ros.camera_info import CameraInfoCache
@@ -290,6 +291,7 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
                                                      device=device)
                 shared = s.icas_share_backbone and self.pipeline.share_icas_backbone(
                     icas, s.icas_max_cells)
+                use_decoder_backend(icas, s.icas_decoder_backend)
                 self.icas = icas
                 self.get_logger().info(f"iCAS model loaded from {path}" + (
                     " (scoring on PASTA's backbone features: one encoder pass)" if shared

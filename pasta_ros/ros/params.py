@@ -100,6 +100,10 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               "average-pooled by the smallest factor that leaves at most this many cells "
               "before the iCAS decoder (its cost grows with the cells; 0 = PASTA's full grid). "
               "Read when the iCAS model loads", lo=0, hi=10**6),
+    ParamSpec("icas_decoder_backend", "onnxruntime", "with icas_share_backbone on the CPU: "
+              "onnxruntime = the iCAS decoder's ONNX Runtime graph scores frames (exported and "
+              "parity-checked when prompts are set; ~2x torch), torch = the torch decoder. "
+              "Read when the iCAS model loads", choices=("onnxruntime", "torch")),
     ParamSpec("icas_threshold", 0.5, "iCAS score from which a patch counts as anomalous",
               lo=0.001, hi=1.0, dynamic=True),
     ParamSpec("icas_max_prompt_images", 8, "frames taken from a prompt bag when the "
@@ -149,9 +153,10 @@ class NodeSettings:
         vote on and sharing PASTA's backbone (``icas_share_backbone``) frames run on the
         feature graph, not the fused one: no features leave the fused graph, so the vote
         would need an encoder pass of its own."""
-        if self.node["icas_mode"] != "off" and self.node["icas_share_backbone"]:
-            return self.config.replace(fused_graph=False)
-        return self.config
+        from pasta_ros.pipeline import icas_pipeline_config
+
+        return icas_pipeline_config(self.config, self.node["icas_mode"] != "off",
+                                    self.node["icas_share_backbone"])
 
 
 @dataclass(frozen=True)

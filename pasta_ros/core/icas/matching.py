@@ -54,7 +54,11 @@ def class_share(logits: torch.Tensor, masks: torch.Tensor, eps: float = 1e-4) ->
     rather than by the mask sum keeps the many no-object queries, whose masks are unsupervised,
     from diluting the score.
     """
-    p = logits.softmax(-1)
+    return class_share_probs(logits.softmax(-1), masks, eps)
+
+
+def class_share_probs(p: torch.Tensor, masks: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """:func:`class_share` from class probabilities ``(B, K, 3)`` instead of logits."""
     s0 = torch.einsum("bk,bkhw->bhw", p[..., 0], masks)
     s1 = torch.einsum("bk,bkhw->bhw", p[..., 1], masks)
     return s0 / (s0 + s1 + eps)

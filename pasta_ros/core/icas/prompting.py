@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -28,11 +29,9 @@ from pasta_ros.core.errors import PastaError
 from pasta_ros.core.icas.mask_pooling import mask_pool, prompt_tokens
 from pasta_ros.core.icas.matching import (
     class_logits,
+    class_share_probs,
     mfm_anomaly,
     mfm_normal,
-    normal_score,
-    objectness,
-    semantic_score,
 )
 from pasta_ros.core.icas.model import (
     ICASModel,
@@ -46,12 +45,19 @@ from pasta_ros.core.icas.model import (
 
 @dataclass(frozen=True)
 class AnomalyPrompt:
-    """q_p, q_ntp ``(N, C)``: features pooled under M_r and 1 - M_r of N prompt images."""
+    """q_p, q_ntp ``(N, C)``: features pooled under M_r and 1 - M_r of N prompt images;
+    grid: their ``(h, w)`` feature grid (None: unknown)."""
 
     backbone: str
     input_size: tuple[int, int]
     q_p: torch.Tensor
     q_ntp: torch.Tensor
+    grid: tuple[int, int] | None = None
+
+    @property
+    def token_counts(self) -> tuple[int, int]:
+        """(N_p, N_n) tokens the decoder receives with this prompt."""
+        return int(self.q_p.shape[0]), int(self.q_ntp.shape[0])
 
 
 @dataclass(frozen=True)
@@ -59,13 +65,20 @@ class NormalPrompt:
     """ntp ``(k, C)``: whole-image pooled features of k normal shots; q_r ``(k * K, C)``:
     mask-level embeddings of their potential masks (for MFM); floor: the highest score any
     shot reaches against the other k - 1 (leave-one-out; 0 for one shot), the level a normal
-    image already attains, so a vote threshold below it marks normal patches."""
+    image already attains, so a vote threshold below it marks normal patches; grid: the
+    first shot's ``(h, w)`` feature grid (None: unknown)."""
 
     backbone: str
     input_size: tuple[int, int]
     ntp: torch.Tensor
     q_r: torch.Tensor
     floor: float = 0.0
+    grid: tuple[int, int] | None = None
+
+    @property
+    def token_counts(self) -> tuple[int, int]:
+        """(N_p, N_n) tokens the decoder receives with this prompt."""
+        return 0, int(self.ntp.shape[0])
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,45 @@ class ICASResult:
     mask: np.ndarray
     image_score: float
     mode: str
+
+
+class DecoderRuntime(Protocol):
+    """Another implementation of ``model.decoder`` for scoring frames (an ONNX Runtime graph,
+    :class:`pasta_ros.export.icas_decoder.OrtDecoder`; built above core and handed in).
+
+    ``__call__(feats (1, C, h, w), prompt (1, N_p, C), ntp (1, N_n, C), idx (1, K) int64)``
+    returns ``(masks (1, K, 2h, 2w) in [0, 1], sem_probs (1, K, 3), ntp_probs (1, K, 3))``
+    float32, or None when it has no graph for these shapes yet (it may build one meanwhile;
+    the torch decoder scores that frame). ``prepare(grid, n_prompt, n_ntp)`` builds the graph
+    for those shapes now; ``reset(model)`` forgets every graph (new decoder weights)."""
+
+    def __call__(self, feats: torch.Tensor, prompt: torch.Tensor, ntp: torch.Tensor,
+                 idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        ...
+
+    def prepare(self, grid: tuple[int, int], n_prompt: int, n_ntp: int) -> None:
+        ...
+
+    def reset(self, model: ICASModel) -> None:
+        ...
+
+
+@torch.no_grad()
+def decode(model: ICASModel, feats: torch.Tensor, prompt: torch.Tensor, ntp: torch.Tensor,
+           runtime: DecoderRuntime | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GQS + decoder: ``(B, C, h, w)`` features, prompt ``(B, N_p, C)`` and non-target
+    ``(B, N_n, C)`` tokens -> masks ``(B, K, 2h, 2w)`` in [0, 1], semantic and non-target
+    class probabilities ``(B, K, 3)`` (target/fg, non-target, no object). ``runtime``: used
+    for single images when it has a graph for these shapes, else the torch decoder runs."""
+    idx = model.queries(feats)
+    if runtime is not None and idx is not None and feats.shape[0] == 1:
+        out = runtime(feats, prompt, ntp, idx)
+        if out is not None:
+            return out
+    out = model.decoder(feats, prompt, ntp, idx)
+    sem, non = class_logits(out)
+    return out.mask_logits.sigmoid(), sem.softmax(-1), non.softmax(-1)
 
 
 def anomaly_prompt(model: ICASModel, feats: torch.Tensor, masks: torch.Tensor,
@@ -93,7 +145,8 @@ def anomaly_prompt(model: ICASModel, feats: torch.Tensor, masks: torch.Tensor,
         keep = neg.flatten(1).amax(1) > 0
         if keep.any():
             q_ntp = torch.cat([q_ntp, mask_pool(feats[keep], neg[keep, None])[:, 0]])
-    return AnomalyPrompt(model.arch.backbone, model.input_size, q_p, q_ntp)
+    return AnomalyPrompt(model.arch.backbone, model.input_size, q_p, q_ntp,
+                         tuple(feats.shape[-2:]))
 
 
 @torch.no_grad()
@@ -116,36 +169,39 @@ def normal_prompt(model: ICASModel, feats: Sequence[torch.Tensor], *, calibrate:
             loo = NormalPrompt(arch.backbone, model.input_size, ntp[keep],
                                torch.cat([q_r[j] for j in keep]))
             floor = max(floor, float(score_normal(model, f, loo).max()))
-    return NormalPrompt(arch.backbone, model.input_size, ntp, torch.cat(q_r), floor)
+    return NormalPrompt(arch.backbone, model.input_size, ntp, torch.cat(q_r), floor,
+                        tuple(feats[0].shape[-2:]))
 
 
 @torch.no_grad()
 def score_anomaly(model: ICASModel, feats: torch.Tensor, prompt: AnomalyPrompt,
-                  mfm: bool = True, semantic: bool = True) -> torch.Tensor:
-    """``(B, C, h, w)`` target features -> ``(B, 2h, 2w)`` anomaly-prompt score in [0, 1]."""
+                  mfm: bool = True, semantic: bool = True,
+                  runtime: DecoderRuntime | None = None) -> torch.Tensor:
+    """``(B, C, h, w)`` target features -> ``(B, 2h, 2w)`` anomaly-prompt score in [0, 1]:
+    S_s (Q_p against Q_ntp) and S_mfm, masks weighted by objectness (1 - p(no object))."""
     b = feats.shape[0]
-    out = model.decoder(feats, prompt.q_p[None].expand(b, -1, -1),
-                        prompt.q_ntp[None].expand(b, -1, -1), model.queries(feats))
-    masks = out.mask_logits.sigmoid()
-    parts = [semantic_score(out)] if semantic else []
+    masks, sem, _ = decode(model, feats, prompt.q_p[None].expand(b, -1, -1),
+                           prompt.q_ntp[None].expand(b, -1, -1), runtime)
+    parts = [class_share_probs(sem, masks)] if semantic else []
     if mfm:
-        obj = objectness(class_logits(out)[0])
-        parts.append(mfm_anomaly(feats, masks, prompt.q_p, prompt.q_ntp, objectness=obj))
+        parts.append(mfm_anomaly(feats, masks, prompt.q_p, prompt.q_ntp,
+                                 objectness=1.0 - sem[..., 2]))
     return torch.stack(parts).mean(0)
 
 
 @torch.no_grad()
 def score_normal(model: ICASModel, feats: torch.Tensor, prompt: NormalPrompt,
-                 mfm: bool = True, semantic: bool = True) -> torch.Tensor:
-    """``(B, C, h, w)`` target features -> ``(B, 2h, 2w)`` normal-prompting score in [0, 1]."""
+                 mfm: bool = True, semantic: bool = True,
+                 runtime: DecoderRuntime | None = None) -> torch.Tensor:
+    """``(B, C, h, w)`` target features -> ``(B, 2h, 2w)`` normal-prompting score in [0, 1]:
+    S_n (unknown foreground Q_fg against Q_ntp) and S_n^mfm, masks weighted by objectness."""
     b = feats.shape[0]
-    out = model.decoder(feats, feats.new_zeros(b, 0, feats.shape[1]),
-                        prompt.ntp[None].expand(b, -1, -1), model.queries(feats))
-    parts = [normal_score(out)] if semantic else []
+    masks, _, non = decode(model, feats, feats.new_zeros(b, 0, feats.shape[1]),
+                           prompt.ntp[None].expand(b, -1, -1), runtime)
+    parts = [class_share_probs(non, masks)] if semantic else []
     if mfm:
-        obj = objectness(class_logits(out)[1])
-        parts.append(mfm_normal(feats, out.mask_logits.sigmoid(), prompt.q_r,
-                                objectness=obj).clamp(0, 1))
+        parts.append(mfm_normal(feats, masks, prompt.q_r,
+                                objectness=1.0 - non[..., 2]).clamp(0, 1))
     return torch.stack(parts).mean(0)
 
 
@@ -190,6 +246,7 @@ class ICASPredictor:
         # backbones compared with the encoder: id -> (weak reference, same weights)
         self._same_weights: dict[int, tuple[weakref.ref, bool]] = {}
         self.max_cells = 0  # > 0: features average-pooled to at most this many cells
+        self.runtime: DecoderRuntime | None = None  # scores frames when set (use_runtime)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, *, weights: str = "",
@@ -200,6 +257,16 @@ class ICASPredictor:
                    threshold=threshold)
 
     # -- model ----------------------------------------------------------------------------
+    def use_runtime(self, runtime: DecoderRuntime | None) -> None:
+        """Score frames with ``runtime`` (None: the torch decoder). Prompts encoded from now
+        on prepare its graph for their grid and token counts, so a frame of the same size
+        does not wait for one; prompts set already are prepared now."""
+        self.runtime = runtime
+        if runtime is not None:
+            for prompt in (self.normal, self.anomaly):
+                if prompt is not None and getattr(prompt, "grid", None) is not None:
+                    runtime.prepare(prompt.grid, *prompt.token_counts)
+
     def load_checkpoint(self, path: str, *, allow_arch_change: bool = False) -> None:
         """Swap in new decoder weights. A checkpoint of another architecture raises PastaError
         and leaves model and prompts as they were (prompts are dropped only when
@@ -214,8 +281,10 @@ class ICASPredictor:
             load_decoder(model, ckpt, str(path))
             self.model, self.anomaly, self.normal = model.eval(), None, None
             self._same_weights = {}  # a new encoder: compare again
-            return
-        load_decoder(self.model, ckpt, str(path))
+        else:
+            load_decoder(self.model, ckpt, str(path))
+        if self.runtime is not None:  # its graphs hold the old weights
+            self.runtime.reset(self.model)
 
     # -- one encoder pass: scoring on another component's backbone features ----------------
     def same_weights(self, backbone: nn.Module) -> bool:
@@ -315,6 +384,9 @@ class ICASPredictor:
     def set_prompt(self, prompt: AnomalyPrompt | NormalPrompt) -> None:
         """Install an encoded prompt after checking it fits the model."""
         self._check(prompt)
+        grid = getattr(prompt, "grid", None)  # prompts pickled before grid existed: None
+        if self.runtime is not None and grid is not None:
+            self.runtime.prepare(grid, *prompt.token_counts)
         if isinstance(prompt, AnomalyPrompt):
             self.anomaly = prompt
         else:
@@ -376,9 +448,11 @@ class ICASPredictor:
             feats = self.pool(feats.to(next(self.model.decoder.parameters()).device).float())
         maps = []
         if mode in ("anomaly", "both"):
-            maps.append(score_anomaly(self.model, feats, anomaly, self.mfm))
+            maps.append(score_anomaly(self.model, feats, anomaly, self.mfm,
+                                      runtime=self.runtime))
         if mode in ("normal", "both"):
-            maps.append(score_normal(self.model, feats, normal, self.mfm))
+            maps.append(score_normal(self.model, feats, normal, self.mfm,
+                                     runtime=self.runtime))
         return torch.stack(maps).mean(0)[0].clamp(0, 1), mode
 
     def predict(self, image: np.ndarray, mode: str = "auto") -> ICASResult:
