@@ -64,7 +64,10 @@ def select_queries(features: torch.Tensor, k: int) -> torch.Tensor:
     """GQS per image: ``(B, C, h, w)`` features -> ``(B, K) int64`` flat cell indices.
 
     Distances use L2-normalised features so that feature magnitude does not decide coverage.
+    The cells are made contiguous rows first: the per-step matrix-vector product on the
+    transposed view cost 0.7 ms more at 22x38 cells x 48 queries.
     """
     b = features.shape[0]
-    flat = torch.nn.functional.normalize(features.detach().flatten(2).transpose(1, 2), dim=-1)
+    flat = torch.nn.functional.normalize(features.detach().flatten(2).transpose(1, 2),
+                                         dim=-1).contiguous()
     return torch.stack([greedy_k_center(flat[i], k) for i in range(b)])
