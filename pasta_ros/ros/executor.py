@@ -1,15 +1,17 @@
-"""The node's executor: fast callbacks in the spinning thread, blocking ones in a small pool.
+"""The node's executor: the camera's callbacks in the spinning thread, the others in a pool.
 
 rclpy's ``MultiThreadedExecutor`` hands every callback, the camera's 30 Hz images included, to
 a thread pool and rebuilds its wait set in Python after each hand-off. Measured in pasta_node
 under a 30 Hz 1280x720 camera (BENCHMARKS.md, issue #12): its spinning thread used 60-85 % of
 a core and left the inference thread 15-40 %, so fewer than half the frames that a free core
 could segment came out. This executor runs callbacks in the thread that spins (as
-``SingleThreadedExecutor`` does) except those of the callback groups it is told are blocking
-(recalibration, prompt encoding, model selection: seconds to minutes) and executor tasks (an
-action's execute coroutine, done callbacks), which go to a pool of ``threads`` workers so the
-camera is served while they run. Exceptions of pooled callbacks are raised in the spinning
-thread on a later :meth:`spin_once`, as ``MultiThreadedExecutor`` does.
+``SingleThreadedExecutor`` does) except those of the callback groups it is told to pool and
+executor tasks (an action's execute coroutine, done callbacks), which go to a pool of
+``threads`` workers. pasta_node pools everything but the camera: its blocking group
+(recalibration, prompt encoding, model selection: seconds to minutes) and its default group
+(diagnostics timer, parameters, life-cycle transitions), so the camera is served while they
+run and only its 30 Hz callbacks skip the hand-off. Exceptions of pooled callbacks are raised
+in the spinning thread on a later :meth:`spin_once`, as ``MultiThreadedExecutor`` does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from rclpy.executors import (
 
 
 class InlineExecutor(Executor):
-    """Callbacks inline, except those of ``blocking`` groups and executor tasks (a pool)."""
+    """Callbacks inline, except those of the ``blocking`` groups and executor tasks (a pool
+    of ``threads``)."""
 
     def __init__(self, blocking: Iterable[CallbackGroup] = (), threads: int = 2, *,
                  context=None) -> None:

@@ -400,7 +400,12 @@ def spin_until_stopped(node_class, args: list[str]) -> int:
         print(f"pasta_node: error: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2
-    executor = InlineExecutor(blocking=[node.blocking_group], threads=4)
+    # inline: only the camera (and camera_info) subscriptions, in their own groups; the
+    # default group (timer, parameters, life-cycle transitions) and the blocking group run
+    # in the pool as under rclpy's MultiThreadedExecutor, so a slow transition or parameter
+    # change never holds the camera
+    executor = InlineExecutor(blocking=[node.blocking_group, node.default_callback_group],
+                              threads=4)
     executor.add_node(node)
     try:
         while not stop.is_set() and rclpy.ok():
