@@ -64,18 +64,6 @@ def class_share_probs(p: torch.Tensor, masks: torch.Tensor, eps: float = 1e-4) -
     return s0 / (s0 + s1 + eps)
 
 
-def semantic_score(out: DecoderOutput) -> torch.Tensor:
-    """S_s ``(B, 2h, 2w)``: anomaly-prompt score, Q_p against Q_ntp (needs N_p >= 1)."""
-    sem, _ = class_logits(out)
-    return class_share(sem, out.mask_logits.sigmoid())
-
-
-def normal_score(out: DecoderOutput) -> torch.Tensor:
-    """S_n ``(B, 2h, 2w)``: normal-prompting score, unknown foreground Q_fg against Q_ntp."""
-    _, ntp = class_logits(out)
-    return class_share(ntp, out.mask_logits.sigmoid())
-
-
 def _spread(p: torch.Tensor, masks: torch.Tensor, objectness: torch.Tensor | None
             ) -> torch.Tensor:
     """Per-mask scores -> pixels. With ``objectness`` ``(B, K)`` (1 - p(no object) from the
