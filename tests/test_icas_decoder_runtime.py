@@ -5,6 +5,7 @@ it has no graph for (while one is built), and no stale graph after new weights."
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -143,3 +144,18 @@ def test_an_unknown_decoder_backend_is_refused() -> None:
     with pytest.raises(PastaError, match="decoder backend must be one of onnxruntime, torch"):
         use_decoder_backend(p, "tensorrt")
     assert p.runtime is None
+
+
+def test_a_graph_that_cannot_be_built_is_logged_once_and_torch_scores(pipeline, caplog) -> None:
+    p = predictor(pipeline, "onnxruntime")
+    runtime = p.runtime
+    c = p.model.arch.decoder.in_channels
+    feats, none = torch.randn(1, c, 4, 6), torch.zeros(1, 0, c)
+    idx = p.model.queries(feats)
+    with caplog.at_level("WARNING", logger="pasta"):
+        runtime.prepare((4, 6), 0, 0)  # no non-target token: export_decoder refuses it
+    assert not runtime.ready((4, 6), 0, 0)
+    assert "not built" in caplog.text and "n_ntp must be >= 1" in caplog.text
+    for _ in range(3):  # remembered: no export thread per frame
+        assert runtime(feats, none, none, idx) is None
+        assert not any(t.name == "pasta-icas-export" for t in threading.enumerate())

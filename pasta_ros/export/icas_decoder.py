@@ -132,17 +132,32 @@ class OrtDecoder:
         self.threads = threads
         self._sessions: dict[Key, object] = {}
         self._building: set[Key] = set()
+        self._failed: set[Key] = set()  # not retried until reset: torch scores these shapes
         self._generation = 0  # bumped by reset: a build of old weights is discarded
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _key(grid: tuple[int, int], n_prompt: int, n_ntp: int) -> Key:
+        return (int(grid[0]), int(grid[1])), int(n_prompt), int(n_ntp)
+
     def prepare(self, grid: tuple[int, int], n_prompt: int, n_ntp: int) -> None:
-        """Build the graph for these shapes now (a few seconds; no-op when it exists)."""
-        key = ((int(grid[0]), int(grid[1])), int(n_prompt), int(n_ntp))
+        """Build the graph for these shapes now (a few seconds; no-op when it exists). A
+        failed export or parity check is logged and remembered, never raised: the torch
+        decoder then scores these shapes (a prompt is never refused for its graph)."""
+        key = self._key(grid, n_prompt, n_ntp)
         with self._lock:
-            if key in self._sessions:
+            if key in self._sessions or key in self._failed:
                 return
             model, generation = self.model, self._generation
-        session = self._build(model, key)
+        try:
+            session = self._build(model, key)
+        except Exception as exc:  # noqa: BLE001 - the torch decoder keeps scoring these frames
+            log.warning("iCAS decoder graph for grid %s, %d/%d tokens not built (%s); the torch "
+                        "decoder scores these frames", key[0], key[1], key[2], exc)
+            with self._lock:
+                if generation == self._generation:
+                    self._failed.add(key)
+            return
         with self._lock:
             if generation == self._generation:
                 self._sessions[key] = session
@@ -150,22 +165,22 @@ class OrtDecoder:
     def ready(self, grid: tuple[int, int], n_prompt: int, n_ntp: int) -> bool:
         """True when the graph for these shapes exists."""
         with self._lock:
-            return ((int(grid[0]), int(grid[1])), int(n_prompt), int(n_ntp)) in self._sessions
+            return self._key(grid, n_prompt, n_ntp) in self._sessions
 
     def reset(self, model: ICASModel) -> None:
         """Forget every graph (``model`` has new weights); later prepares export from it."""
         with self._lock:
-            self.model, self._sessions, self._generation = model, {}, self._generation + 1
+            self.model, self._generation = model, self._generation + 1
+            self._sessions, self._failed = {}, set()
 
     def __call__(self, feats: torch.Tensor, prompt: torch.Tensor, ntp: torch.Tensor,
                  idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         if feats.is_cuda:
             return None
-        key = ((int(feats.shape[-2]), int(feats.shape[-1])), int(prompt.shape[1]),
-               int(ntp.shape[1]))
+        key = self._key(feats.shape[-2:], prompt.shape[1], ntp.shape[1])
         with self._lock:
             session = self._sessions.get(key)
-            start = session is None and key not in self._building
+            start = session is None and key not in self._building and key not in self._failed
             if start:
                 self._building.add(key)
         if start:
@@ -182,9 +197,6 @@ class OrtDecoder:
     def _build_in_background(self, key: Key) -> None:
         try:
             self.prepare(*key)
-        except Exception as exc:  # noqa: BLE001 - the torch decoder keeps scoring these frames
-            log.warning("iCAS decoder graph for grid %s, %d/%d tokens not built (%s); the torch "
-                        "decoder scores these frames", key[0], key[1], key[2], exc)
         finally:
             with self._lock:
                 self._building.discard(key)
