@@ -262,10 +262,15 @@ class ICASPredictor:
         on prepare its graph for their grid and token counts, so a frame of the same size
         does not wait for one; prompts set already are prepared now."""
         self.runtime = runtime
-        if runtime is not None:
-            for prompt in (self.normal, self.anomaly):
-                if prompt is not None and getattr(prompt, "grid", None) is not None:
-                    runtime.prepare(prompt.grid, *prompt.token_counts)
+        for prompt in (self.normal, self.anomaly):
+            if prompt is not None:
+                self._prepare_runtime(prompt)
+
+    def _prepare_runtime(self, prompt: AnomalyPrompt | NormalPrompt) -> None:
+        """Have the runtime (if any) build its graph for ``prompt``'s grid and tokens."""
+        grid = getattr(prompt, "grid", None)  # prompts pickled before grid existed: None
+        if self.runtime is not None and grid is not None:
+            self.runtime.prepare(grid, *prompt.token_counts)
 
     def load_checkpoint(self, path: str, *, allow_arch_change: bool = False) -> None:
         """Swap in new decoder weights. A checkpoint of another architecture raises PastaError
@@ -384,9 +389,7 @@ class ICASPredictor:
     def set_prompt(self, prompt: AnomalyPrompt | NormalPrompt) -> None:
         """Install an encoded prompt after checking it fits the model."""
         self._check(prompt)
-        grid = getattr(prompt, "grid", None)  # prompts pickled before grid existed: None
-        if self.runtime is not None and grid is not None:
-            self.runtime.prepare(grid, *prompt.token_counts)
+        self._prepare_runtime(prompt)
         if isinstance(prompt, AnomalyPrompt):
             self.anomaly = prompt
         else:
