@@ -387,43 +387,6 @@ def free_set_anomalies(base_counts: np.ndarray, ref_counts: np.ndarray,
     return anomaly
 
 
-EMPTY_DISTRACTOR_CENTRES = 4  # K-Means centres fitted on the empty set's non-background patches
-EMPTY_DISTRACTOR_MIN_ROWS = 50  # fewer such patches: nothing to model
-
-
-def empty_distractor_centres(base: CachedSet, empty: CachedSet, centers: np.ndarray,
-                             background: np.ndarray, cfg: PastaConfig, device: torch.device,
-                             ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Background centres for what empty scenes show besides the belt (``empty_distractors``).
-
-    Empty scenes hold no target and no anomaly, so their patches that fall in object clusters
-    are distractors (labels, dirt) or belt oddities that K-Means, fitted on the baseline where
-    they are rare, merged into object clusters. They get ``EMPTY_DISTRACTOR_CENTRES`` centres
-    of their own; under the enlarged codebook each new centre is kept, flagged background,
-    when ``P_empty / P_base >= background_ratio`` (the Phase 2b rule), and dropped otherwise
-    (it drew object patches of the baseline). centers ``(K, C) float32``, background ``(K,)
-    bool``. Returns the new centres, their flags and how many centres were added.
-    """
-    t = torch.from_numpy(centers).to(device)
-    keep = np.concatenate([~background[m.ravel()] for m in empty.maps(t).maps])
-    if keep.sum() < max(EMPTY_DISTRACTOR_MIN_ROWS, EMPTY_DISTRACTOR_CENTRES):
-        return centers, background, 0
-    extra = fit_kmeans(RowBlocks(empty.cache, keep), EMPTY_DISTRACTOR_CENTRES, seed=cfg.seed,
-                       epochs=cfg.kmeans_epochs)
-    trial = np.concatenate([centers, extra]).astype(np.float32)
-    trial_t = torch.from_numpy(trial).to(device)
-    p_base = aa.distribution(base.maps(trial_t).counts)
-    p_empty = aa.distribution(empty.maps(trial_t).counts)
-    k = centers.shape[0]
-    kept = aa.background_from_empty(p_empty, p_base, cfg.background_ratio)[k:]
-    log.info("empty-set distractor centres: P_base %s, P_empty %s, kept %s",
-             np.round(p_base[k:], 4), np.round(p_empty[k:], 4), kept)
-    if not kept.any():
-        return centers, background, 0
-    return (np.concatenate([centers, extra[kept]]).astype(np.float32),
-            np.concatenate([background, np.ones(int(kept.sum()), bool)]), int(kept.sum()))
-
-
 def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet | None,
                  cfg: PastaConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """Phase 1: centres, background flags and where the background came from."""
@@ -439,9 +402,6 @@ def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet 
     if not cfg.object_codebook:
         return scene, background, source
     centers, flags = object_codebook(base, scene, background, base_maps, cfg)
-    if cfg.empty_distractors and empty is not None:
-        centers, flags, _ = empty_distractor_centres(base, empty, centers, flags, cfg,
-                                                     extractor.device)
     return centers, flags, source
 
 

@@ -78,12 +78,6 @@ class _SharedConfig:
                                      "P_empty/P_base >= background_ratio); with an empty set a "
                                      "cluster also needs P_empty/P_base < ratio_threshold to be "
                                      "an anomaly (distractors such as paper labels)")
-    empty_distractors: bool = _f(False, "with an empty-scene set: what the empty scenes show "
-                                        "besides the belt (paper labels, dirt) gets background "
-                                        "clusters of its own: a K-Means (4) on the empty-set "
-                                        "patches of object clusters adds centres, each kept as "
-                                        "background when P_empty/P_base >= background_ratio "
-                                        "(dropped otherwise: it drew object patches)")
     background_ratio: float = _f(0.5, "with an empty-scene set: a cluster is background when "
                                       "P_empty/P_base >= this", lo=0.0, hi=100.0)
     batch_size: int = _f(4, "images per backbone batch", lo=1, hi=256)
