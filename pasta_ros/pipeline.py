@@ -19,6 +19,7 @@ import torch
 from pasta_ros.core.backbones import build_backbone, weights_fingerprint
 from pasta_ros.core.clustering import assign_clusters
 from pasta_ros.core.config import PastaConfig
+from pasta_ros.core.distractor_bank import drop_distractors, unit_features
 from pasta_ros.core.errors import ModelError
 from pasta_ros.core.features import FeatureExtractor, resolve_device
 from pasta_ros.core.fusion import Instance, fuse, upsample_nearest
@@ -138,9 +139,11 @@ def check_channels(model: CalibratedModel, extractor: FeatureExtractor) -> None:
 def uses_fused_graph(cfg: PastaConfig, model: CalibratedModel) -> bool:
     """Whether frames of ``model`` run on the fused pixels -> cluster-map graph: an exported
     backend with ``fused_graph`` on, a method that needs only the cluster map, and not an int8
-    backbone (int8 exists for the feature graph only)."""
+    backbone (int8 exists for the feature graph only), and no empty-scene instance bank (it
+    needs the patch features)."""
     int8 = cfg.backend == "onnxruntime" and cfg.ort_precision == "int8"
-    return cfg.backend != "torch" and cfg.fused_graph and model.method in FUSABLE and not int8
+    return (cfg.backend != "torch" and cfg.fused_graph and model.method in FUSABLE and not int8
+            and model.distractor_bank is None)
 
 
 def icas_pipeline_config(cfg: PastaConfig, icas_on: bool, share: bool) -> PastaConfig:
@@ -298,6 +301,9 @@ class PastaPipeline:
                 vote = "icas" if icas.mode == "replace" else "pasta+icas"
             t_icas = (time.perf_counter() - t0) * 1e3
         ids = self.segmenter.segment(prepared, cluster_map)
+        if self.model.distractor_bank is not None and feats is not None:
+            ids = drop_distractors(ids, unit_features(feats[0]), self.model.distractor_bank,
+                                   self.model.distractor_threshold)
         votes = anomaly
         if self.object_vote is not None:
             votes, vote = self._object_vote(prepared, feats, ids, anomaly), vote + "+object"

@@ -27,6 +27,7 @@ from sklearn.cluster import KMeans
 from tqdm import tqdm
 
 from pasta_ros.core import anomaly_analysis as aa
+from pasta_ros.core import distractor_bank as db
 from pasta_ros.core.clustering import (
     FeatureCache,
     RowBlocks,
@@ -405,6 +406,25 @@ def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet 
     return centers, flags, source
 
 
+def empty_scene_bank(extractor: FeatureExtractor, empty: ImageSource, model: CalibratedModel,
+                     cfg: PastaConfig) -> tuple[np.ndarray, float] | None:
+    """The empty-scene instance bank (:mod:`pasta_ros.core.distractor_bank`): every instance
+    the weight-free segmenter finds in an empty scene, under the calibrated model. None when
+    fewer than two empty images show one."""
+    from pasta_ros.core.segmenters import build_segmenter
+
+    segmenter = build_segmenter("clusters", model, cfg)
+    centers = torch.from_numpy(model.centers).to(extractor.device)
+    per_image = []
+    for _, image in empty():
+        prepared = extractor.prepare(image)
+        feats = extractor.features([prepared])
+        ids = segmenter.segment(prepared, assign_clusters(feats, centers)[0])
+        _, desc = db.instance_descriptors(ids, db.unit_features(feats[0]))
+        per_image.append(desc)
+    return db.fit_bank(per_image)
+
+
 def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: ImageSource,
               empty: ImageSource | None, cfg: PastaConfig, *, weights_hash: str = "",
               quiet: bool = False, progress: Progress | None = None,
@@ -492,6 +512,11 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
         background=background, color_log_odds=log_odds, ratio_threshold=cfg.ratio_threshold,
         vote_threshold=cfg.vote_threshold, seed=cfg.seed, background_source=bg_source,
         p_empty=p_empty, stats=stats, color_weight=extractor.color_weight)
+    if cfg.distractor_bank and empty is not None:
+        fitted = empty_scene_bank(extractor, empty, model, cfg)
+        if fitted is not None:
+            model.distractor_bank, model.distractor_threshold = fitted
+        stats["distractor_bank"] = 0 if fitted is None else int(fitted[0].shape[0])
     checks = calibration_checks(model, cfg.clusters)
     for check in checks:
         log.warning("self-check %s: %s", check.code, check.message)

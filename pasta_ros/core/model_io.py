@@ -50,6 +50,9 @@ class CalibratedModel:
     background_source: str = "border"
     color_weight: float = 0.0
     p_empty: np.ndarray | None = None
+    # empty-scene instance bank (core/distractor_bank.py): (N, C) float32 and its threshold
+    distractor_bank: np.ndarray | None = None
+    distractor_threshold: float = 1.0
     stats: dict = field(default_factory=dict)
     model_id: str = ""
     created: str = ""
@@ -91,6 +94,8 @@ def _arrays(model: CalibratedModel) -> dict[str, np.ndarray]:
               "color_log_odds": model.color_log_odds.astype(np.float32)}
     if model.p_empty is not None:
         arrays["p_empty"] = model.p_empty.astype(np.float64)
+    if model.distractor_bank is not None:
+        arrays["distractor_bank"] = model.distractor_bank.astype(np.float32)
     arrays |= {METHOD_PREFIX + k: v for k, v in model.method_arrays.items()}
     return arrays
 
@@ -121,6 +126,7 @@ def save_model(model: CalibratedModel, directory: str | Path) -> Path:
         "clusters": model.k, "channels": model.channels, "seed": model.seed,
         "ratio_threshold": model.ratio_threshold, "vote_threshold": model.vote_threshold,
         "background_source": model.background_source, "color_weight": model.color_weight,
+        "distractor_threshold": model.distractor_threshold,
         "p_baseline": model.p_baseline.round(8).tolist(),
         "p_reference": model.p_reference.round(8).tolist(),
         "p_empty": None if model.p_empty is None else model.p_empty.round(8).tolist(),
@@ -164,7 +170,8 @@ def load_model(directory: str | Path) -> CalibratedModel:
 def _check_values(model: CalibratedModel, d: Path) -> None:
     """ModelError for values no calibration produces: non-finite arrays, an input size or
     stride that cannot be, thresholds outside [0, 1]."""
-    for name in ("centers", "p_baseline", "p_reference", "color_log_odds", "p_empty"):
+    for name in ("centers", "p_baseline", "p_reference", "color_log_odds", "p_empty",
+                 "distractor_bank"):
         values = getattr(model, name)
         if values is not None and not np.isfinite(values).all():
             raise ModelError(f"{d}: array {name} holds NaN or infinite values; the model is "
@@ -193,6 +200,8 @@ def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
             vote_threshold=float(m["vote_threshold"]), seed=int(m["seed"]),
             background_source=m["background_source"], p_empty=a.get("p_empty"),
             color_weight=float(m.get("color_weight", 0.0)),
+            distractor_bank=a.get("distractor_bank"),
+            distractor_threshold=float(m.get("distractor_threshold", 1.0)),
             stats=m.get("stats", {}), model_id=m["model_id"], created=m["created"],
             method=str(m.get("method", "pasta")), method_params=dict(m.get("method_params", {})),
             method_arrays={k[len(METHOD_PREFIX):]: v for k, v in a.items()
@@ -206,6 +215,8 @@ def _from_parts(m: dict, a: dict[str, np.ndarray], d: Path) -> CalibratedModel:
                 "background": (k,), "color_log_odds": (N_BINS,)}
     if model.p_empty is not None:
         expected["p_empty"] = (k,)
+    if model.distractor_bank is not None:
+        expected["distractor_bank"] = (model.distractor_bank.shape[0], c)
     for name, shape in expected.items():
         if getattr(model, name).shape != shape:
             raise ModelError(f"{d}: array {name} has shape {getattr(model, name).shape}, "

@@ -1,0 +1,82 @@
+"""Empty-scene instance bank: instances that look like what the empty scenes show are
+background (beyond the paper; issue 9).
+
+Empty scenes hold no target and no anomaly, so every instance the segmenter finds in one is
+a distractor (a paper label, dirt, a belt mark). Their patches fall in object clusters, mixed
+with targets by K-Means (BENCHMARKS.md, issue 9, session 10), so no cluster-level rule can drop
+them; their instances, described by their mean patch feature, are told apart. Calibration
+keeps each empty-scene instance's descriptor (the bank) and a threshold computed from the bank
+alone (nothing tuned): the ``BANK_QUANTILE`` quantile, over the bank, of each entry's most
+similar entry from another empty image. A frame's instance whose most similar bank entry
+reaches the threshold is background.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+BANK_QUANTILE = 0.1  # of the leave-one-image-out similarities: most distractors reach it
+SAMPLES = 4  # ids sampled SAMPLES x SAMPLES times per patch for the instance coverage
+
+
+def unit_features(feats: torch.Tensor) -> np.ndarray:
+    """``(C, h, w)`` extractor features -> ``(C, h, w) float32`` numpy, unit norm per patch."""
+    return torch.nn.functional.normalize(feats.float(), dim=0).cpu().numpy()
+
+
+def instance_descriptors(ids: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit mean patch feature of each instance, weighted by its coverage of each patch.
+
+    ids ``(H, W) int32`` instance ids (0 = none) over the frame the features came from;
+    feats ``(C, h, w) float32`` unit patch features. Returns the ids ``(N,) int64`` present
+    with any coverage and their descriptors ``(N, C) float32``.
+    """
+    c, h, w = feats.shape
+    grid = cv2.resize(ids.astype(np.int32), (w * SAMPLES, h * SAMPLES),
+                      interpolation=cv2.INTER_NEAREST)
+    patch = (np.arange(h)[:, None] * w + np.arange(w)[None, :]).repeat(SAMPLES, 0)
+    patch = patch.repeat(SAMPLES, 1)
+    n = int(grid.max()) + 1
+    cover = np.bincount(grid.ravel().astype(np.int64) * (h * w) + patch.ravel(),
+                        minlength=n * h * w).reshape(n, h * w)[1:].astype(np.float32)
+    present = np.flatnonzero(cover.sum(1) > 0)
+    desc = cover[present] @ feats.reshape(c, h * w).T
+    desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    return present + 1, desc.astype(np.float32)
+
+
+def fit_bank(descriptors: list[np.ndarray]) -> tuple[np.ndarray, float] | None:
+    """Bank ``(N, C) float32`` and threshold from per-empty-image descriptor arrays
+    (``(n_i, C)`` each); None when fewer than two images show an instance (no threshold can
+    be computed from the bank alone)."""
+    owners = np.concatenate([np.full(len(d), i) for i, d in enumerate(descriptors)])
+    if len(np.unique(owners)) < 2:
+        return None
+    bank = np.concatenate(descriptors).astype(np.float32)
+    sims = bank @ bank.T
+    other = owners[:, None] != owners[None, :]
+    nearest = np.where(other, sims, -np.inf).max(1)
+    return bank, float(np.quantile(nearest, BANK_QUANTILE))
+
+
+def distractor_ids(ids: np.ndarray, feats: np.ndarray, bank: np.ndarray,
+                   threshold: float) -> np.ndarray:
+    """``(M,) int64`` ids of ``ids`` whose descriptor's most similar bank entry (cosine)
+    reaches ``threshold``. ids/feats as :func:`instance_descriptors`; bank ``(N, C)``."""
+    present, desc = instance_descriptors(ids, feats)
+    if not present.size:
+        return present
+    return present[(desc @ bank.T).max(1) >= threshold]
+
+
+def drop_distractors(ids: np.ndarray, feats: np.ndarray, bank: np.ndarray,
+                     threshold: float) -> np.ndarray:
+    """``ids`` with the instances of :func:`distractor_ids` set to 0 (a copy when any)."""
+    drop = distractor_ids(ids, feats, bank, threshold)
+    if not drop.size:
+        return ids
+    lut = np.arange(int(ids.max()) + 1, dtype=ids.dtype)
+    lut[drop] = 0
+    return lut[ids]
