@@ -8,9 +8,10 @@ variants of the pipeline's instances, each scored with Evaluation B and the inst
   The bank: every instance the segmenter finds in an empty scene (there is no target or
   anomaly there, so each is a distractor), described by the mean of its L2-normalised patch
   features (``--quantised``: of the centres of its patches' clusters, what the fused graph
-  could give). Threshold (not tuned): the 10th percentile, over the bank, of each entry's
-  most similar entry from another empty image (cosine). A test instance is removed when its
-  most similar bank entry reaches it;
+  could give). Descriptors and threshold are the package's (:mod:`pasta_ros.core.
+  distractor_bank`, what ``distractor_bank`` ships): the 10th percentile, over the bank, of
+  each entry's most similar entry from another empty image (cosine). A test instance is
+  removed when its most similar bank entry reaches it;
 - ``oracle``: instances lying mostly (> 50 %) on ground-truth background removed using the
   ground truth (a ceiling, no method).
 
@@ -23,13 +24,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from pasta_ros.core.calibration import calibrate
 from pasta_ros.core.clustering import assign_clusters
 from pasta_ros.core.config import PastaConfig
+from pasta_ros.core.distractor_bank import distractor_ids, fit_bank, instance_descriptors
 from pasta_ros.core.instance_metrics import InstanceScores, paint_instances
 from pasta_ros.core.metrics import ConfusionMatrix
 from pasta_ros.core.segmenters import build_segmenter
@@ -47,7 +48,6 @@ from pasta_ros.sources import folder_source
 
 KEYS = ("iou_target", "iou_anomaly", "instance_precision_target", "instance_precision_anomaly",
         "instance_recall_target", "instance_recall_anomaly", "pq_target", "pq_anomaly")
-BANK_QUANTILE = 0.1
 
 
 def patch_features(pipe: PastaPipeline, ext, prepared: np.ndarray, quantised: bool,
@@ -60,31 +60,16 @@ def patch_features(pipe: PastaPipeline, ext, prepared: np.ndarray, quantised: bo
     return torch.nn.functional.normalize(feats[0], dim=0).numpy(), cmap
 
 
-def descriptors(ids: np.ndarray, feats: np.ndarray) -> dict[int, np.ndarray]:
-    """Instance id -> unit mean feature over its patches (area-weighted on the grid)."""
-    h, w = feats.shape[1:]
-    out = {}
-    for i in np.unique(ids)[1:]:
-        cover = cv2.resize((ids == i).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-        if cover.sum() > 1e-3:
-            d = (feats * cover).sum((1, 2))
-            out[int(i)] = d / np.linalg.norm(d)
-    return out
-
-
 def build_bank(pipe, ext, empty_dir: Path, quantised: bool) -> tuple[np.ndarray, float]:
-    """``(N, C)`` bank of empty-scene instance descriptors and its threshold."""
-    bank, owner = [], []
-    for j, (_, img) in enumerate(folder_source(empty_dir)()):
+    """``(N, C)`` bank of empty-scene instance descriptors and its threshold (an empty bank
+    that reaches nothing when fewer than two empty images show an instance)."""
+    per_image = []
+    for _, img in folder_source(empty_dir)():
         prepared = ext.prepare(img)
         feats, cmap = patch_features(pipe, ext, prepared, quantised)
-        ds = descriptors(pipe.segmenter.segment(prepared, cmap), feats)
-        bank += list(ds.values())
-        owner += [j] * len(ds)
-    bank_a, owner_a = np.array(bank), np.array(owner)
-    sims = bank_a @ bank_a.T
-    loo = [sims[i][owner_a != owner_a[i]].max() for i in range(len(bank_a))]
-    return bank_a, float(np.quantile(loo, BANK_QUANTILE))
+        per_image.append(instance_descriptors(pipe.segmenter.segment(prepared, cmap), feats)[1])
+    fitted = fit_bank(per_image)
+    return fitted if fitted is not None else (np.zeros((0, pipe.centers.shape[1])), np.inf)
 
 
 def run_seed(layout: DatasetLayout, ext, seed: int, quantised: bool) -> dict[str, dict]:
@@ -109,8 +94,7 @@ def run_seed(layout: DatasetLayout, ext, seed: int, quantised: bool) -> dict[str
         on_bg[0] = False
         feats, _ = patch_features(pipe, ext, ext.prepare(img), quantised)
         by_bank = np.zeros(n, bool)
-        for i, d in descriptors(pid, feats).items():
-            by_bank[i] = (bank @ d).max() >= tau
+        by_bank[distractor_ids(pid, feats, bank, tau)] = True
         removed["background"] += int((by_bank & on_bg).sum())
         removed["object"] += int((by_bank & ~on_bg)[1:].sum())
         removed["background_total"] += int(on_bg.sum())
