@@ -14,11 +14,11 @@ from pasta_ros.core.distractor_bank import (
     instance_descriptors,
     unit_features,
 )
+from tests.test_calibration_split import unit as unit_array
 
 
 def unit(v) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    return v / np.linalg.norm(v)
+    return unit_array(np.asarray(v, np.float32))
 
 
 def two_by_two(vectors: list) -> np.ndarray:
