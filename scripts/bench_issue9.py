@@ -30,6 +30,7 @@ VARIANTS = {"split": {"instance_split": True}, "nosplit": {"instance_split": Fal
             "sep4": {"instance_split": True, "split_separation": 4.0},
             **{f"sd{int(d * 10)}": {"instance_split": True, "seed_depth": d}
                for d in (0.3, 0.4, 0.5, 0.6)}}
+BANK_STATS = ("distractor_bank", "distractor_bank_threshold", "distractor_floor")
 
 
 def _fields(pairs: list[str]) -> dict:
@@ -73,13 +74,15 @@ def main() -> None:
                 m = evaluate(pipe, layout, quiet=True)
                 m.pop("ms_per_image")
                 m.update(setting=setting, seed=seed, variant=v,
-                         anomaly_clusters=int(model.anomaly.sum()))
+                         anomaly_clusters=int(model.anomaly.sum()),
+                         **{k: model.stats[k] for k in BANK_STATS if k in model.stats})
                 runs.append(m)
                 print(json.dumps({k: m[k] for k in ("setting", "seed", "variant", "iou_target",
                                                     "iou_anomaly", "patch_iou_anomaly",
                                                     "instance_precision_anomaly",
                                                     "instance_recall_anomaly", "pq_anomaly",
-                                                    "pq_target", "anomaly_clusters")}),
+                                                    "pq_target", "anomaly_clusters",
+                                                    *BANK_STATS) if k in m}),
                       file=sys.stderr, flush=True)
     summary = {}
     for setting in a.settings.split(","):

@@ -8,6 +8,7 @@ import torch
 
 from pasta_ros.core.distractor_bank import (
     BANK_QUANTILE,
+    baseline_floor,
     distractor_ids,
     drop_distractors,
     fit_bank,
@@ -48,6 +49,19 @@ def test_bank_threshold_is_the_leave_one_image_out_quantile_by_hand():
     assert thr == pytest.approx(float(np.quantile([0.8, 0.6, 0.8], BANK_QUANTILE)))
     assert fit_bank([np.stack([a, c])]) is None  # one image: no threshold from the bank
     assert fit_bank([np.stack([a]), np.zeros((0, 2), np.float32)]) is None
+
+
+def test_baseline_floor_keeps_the_bank_to_the_empty_scenes_share_by_hand():
+    bank = np.stack([unit([1, 0])])
+    # two baseline images, two instances each; cosines to the bank 1.0, 0.0 and 0.6, 0.8
+    base = [np.stack([unit([1, 0]), unit([0, 1])]), np.stack([unit([0.6, 0.8]), unit([0.8, 0.6])])]
+    # 0.5 instances per empty scene vs 2 per baseline image: at most a quarter are distractors,
+    # the floor is the 0.75 quantile of [0, 0.6, 0.8, 1.0] = 0.8 + 0.25 * 0.2
+    assert baseline_floor(bank, base, 0.5) == pytest.approx(0.85)
+    assert baseline_floor(bank, base, 1.0) == pytest.approx(0.6 + 0.5 * 0.2)
+    assert baseline_floor(bank, base, 2.0) == -np.inf  # as many as the baseline: no floor
+    assert baseline_floor(bank, [np.zeros((0, 2), np.float32)], 0.5) == -np.inf
+    assert baseline_floor(bank, [], 0.5) == -np.inf
 
 
 def test_only_instances_like_the_bank_are_dropped():
@@ -95,6 +109,10 @@ def test_calibration_banks_the_empty_scenes_and_their_instances_become_backgroun
     assert model.stats["distractor_bank"] == model.distractor_bank.shape[0] >= 2
     assert model.distractor_bank.shape[1] == model.channels
     assert -1.0 <= model.distractor_threshold <= 1.0
+    floor = model.stats["distractor_floor"]  # the bank's own threshold, raised to the floor
+    assert model.distractor_threshold == pytest.approx(
+        max(model.stats["distractor_bank_threshold"], -np.inf if floor is None else floor),
+        abs=1e-4)
     saved = load_model(save_model(model, tmp_path / "m"))
     np.testing.assert_array_equal(saved.distractor_bank, model.distractor_bank)
     assert saved.distractor_threshold == model.distractor_threshold

@@ -406,23 +406,46 @@ def fit_codebook(extractor: FeatureExtractor, base: CachedSet, empty: CachedSet 
     return centers, flags, source
 
 
-def empty_scene_bank(extractor: FeatureExtractor, empty: ImageSource, model: CalibratedModel,
-                     cfg: PastaConfig) -> tuple[np.ndarray, float] | None:
+def _scene_descriptors(extractor: FeatureExtractor, segmenter, centers: torch.Tensor,
+                       source: ImageSource, limit: int | None = None) -> list[np.ndarray]:
+    """Per image of ``source`` (its first ``limit``), the ``(n_i, C) float32`` descriptors of
+    the instances the segmenter finds (:func:`distractor_bank.instance_descriptors`)."""
+    per_image = []
+    for _, image in source():
+        if limit is not None and len(per_image) >= limit:
+            break
+        prepared = extractor.prepare(image)
+        feats = extractor.features([prepared])
+        ids = segmenter.segment(prepared, assign_clusters(feats, centers)[0])
+        per_image.append(db.instance_descriptors(ids, db.unit_features(feats[0]))[1])
+    return per_image
+
+
+def empty_scene_bank(extractor: FeatureExtractor, empty: ImageSource, baseline: ImageSource,
+                     model: CalibratedModel, cfg: PastaConfig) -> tuple[np.ndarray, float] | None:
     """The empty-scene instance bank (:mod:`pasta_ros.core.distractor_bank`): every instance
-    the weight-free segmenter finds in an empty scene, under the calibrated model. None when
-    fewer than two empty images show one."""
+    the weight-free segmenter finds in an empty scene, under the calibrated model, and its
+    threshold (the bank's own, raised to :func:`distractor_bank.baseline_floor` over the first
+    ``BASELINE_IMAGES`` baseline images). None when fewer than two empty images show one.
+    Records ``distractor_bank``, ``distractor_bank_threshold`` and ``distractor_floor`` in
+    ``model.stats``."""
     from pasta_ros.core.segmenters import build_segmenter
 
     segmenter = build_segmenter("clusters", model, cfg)
     centers = torch.from_numpy(model.centers).to(extractor.device)
-    per_image = []
-    for _, image in empty():
-        prepared = extractor.prepare(image)
-        feats = extractor.features([prepared])
-        ids = segmenter.segment(prepared, assign_clusters(feats, centers)[0])
-        _, desc = db.instance_descriptors(ids, db.unit_features(feats[0]))
-        per_image.append(desc)
-    return db.fit_bank(per_image)
+    per_image = _scene_descriptors(extractor, segmenter, centers, empty)
+    fitted = db.fit_bank(per_image)
+    model.stats["distractor_bank"] = 0 if fitted is None else int(fitted[0].shape[0])
+    if fitted is None:
+        return None
+    bank, own = fitted
+    base = _scene_descriptors(extractor, segmenter, centers, baseline, db.BASELINE_IMAGES)
+    floor = db.baseline_floor(bank, base, sum(map(len, per_image)) / len(per_image))
+    model.stats["distractor_bank_threshold"] = round(own, 4)
+    model.stats["distractor_floor"] = None if floor == -np.inf else round(floor, 4)
+    if floor > own:
+        log.info("distractor bank threshold %.3f raised to the baseline floor %.3f", own, floor)
+    return bank, max(own, floor)
 
 
 def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: ImageSource,
@@ -513,10 +536,9 @@ def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: Ima
         vote_threshold=cfg.vote_threshold, seed=cfg.seed, background_source=bg_source,
         p_empty=p_empty, stats=stats, color_weight=extractor.color_weight)
     if cfg.distractor_bank and empty is not None:
-        fitted = empty_scene_bank(extractor, empty, model, cfg)
+        fitted = empty_scene_bank(extractor, empty, baseline, model, cfg)
         if fitted is not None:
             model.distractor_bank, model.distractor_threshold = fitted
-        stats["distractor_bank"] = 0 if fitted is None else int(fitted[0].shape[0])
     checks = calibration_checks(model, cfg.clusters)
     for check in checks:
         log.warning("self-check %s: %s", check.code, check.message)

@@ -5,10 +5,11 @@ Empty scenes hold no target and no anomaly, so every instance the segmenter find
 a distractor (a paper label, dirt, a belt mark). Their patches fall in object clusters, mixed
 with targets by K-Means (BENCHMARKS.md, issue 9, session 10), so no cluster-level rule can drop
 them; their instances, described by their mean patch feature, are told apart. Calibration
-keeps each empty-scene instance's descriptor (the bank) and a threshold computed from the bank
-alone (nothing tuned): the ``BANK_QUANTILE`` quantile, over the bank, of each entry's most
-similar entry from another empty image. A frame's instance whose most similar bank entry
-reaches the threshold is background.
+keeps each empty-scene instance's descriptor (the bank) and a threshold (nothing tuned): the
+``BANK_QUANTILE`` quantile, over the bank, of each entry's most similar entry from another
+empty image, raised to the floor of :func:`baseline_floor` (the bank may not remove more of
+the baseline's instances than the empty scenes say are distractors). A frame's instance whose
+most similar bank entry reaches the threshold is background.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 BANK_QUANTILE = 0.1  # of the leave-one-image-out similarities: most distractors reach it
+BASELINE_IMAGES = 32  # baseline images segmented for the floor (the first ones of the set)
 SAMPLES = 4  # ids sampled SAMPLES x SAMPLES times per patch for the instance coverage
 
 
@@ -59,6 +61,26 @@ def fit_bank(descriptors: list[np.ndarray]) -> tuple[np.ndarray, float] | None:
     other = owners[:, None] != owners[None, :]
     nearest = np.where(other, sims, -np.inf).max(1)
     return bank, float(np.quantile(nearest, BANK_QUANTILE))
+
+
+def baseline_floor(bank: np.ndarray, baseline: list[np.ndarray],
+                   empty_per_image: float) -> float:
+    """The least threshold the bank may have, from the baseline's own instances.
+
+    bank ``(N, C)``; baseline: per baseline image, its instances' descriptors ``(n_i, C)``;
+    empty_per_image: mean instances per empty scene ``d``. Distractors lie on every belt and
+    objects cover some of them on the baseline, so at most a share ``f = min(1, d / n)`` of
+    the baseline's instances (``n`` per image) can be distractors. Returns the ``(1 - f)``
+    quantile of the baseline instances' most similar bank cosine, or -inf when ``f`` is 1 or
+    the baseline shows no instance (no floor).
+    """
+    desc = np.concatenate(baseline) if baseline else np.zeros((0, bank.shape[1]), np.float32)
+    if not len(desc) or not len(bank):
+        return -np.inf
+    share = min(1.0, empty_per_image / (len(desc) / len(baseline)))
+    if share >= 1.0:
+        return -np.inf
+    return float(np.quantile((desc @ bank.T).max(1), 1.0 - share))
 
 
 def distractor_ids(ids: np.ndarray, feats: np.ndarray, bank: np.ndarray,
