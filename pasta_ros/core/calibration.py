@@ -305,14 +305,15 @@ def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
     p_base, p_ref = aa.distribution(base_counts), aa.distribution(ref_counts)
     already = aa.anomaly_clusters(p_ref, p_base, cfg.ratio_threshold)
     candidates = np.flatnonzero(~background & ~already & (p_base >= 2 * SPLIT_MIN_SHARE))
-    halves, sample_share = _two_means_halves(base, c_t, candidates, base_counts, cfg.seed)
+    halves, sample_share = _two_means_halves(base, c_t, candidates, base_counts, cfg.seed,
+                                             cfg.split_parts)
     pb_all = _baseline_shares(halves, sample_share, base_counts)
     ratios = _half_ratio(ref, c_t, halves, pb_all, int(ref_counts.sum()))
     kept = []
     for j, sub in halves.items():
         pb, ratio = pb_all[j], ratios[j]
         if np.any((ratio < cfg.ratio_threshold) & (pb >= SPLIT_MIN_SHARE)):
-            kept.append((j, sub.cpu().numpy(), np.zeros(1, bool)))
+            kept.append((j, sub.cpu().numpy(), np.zeros(sub.shape[0] - 1, bool)))
             log.info("split cluster %d: halves P_base %.4f/%.4f, R %.3f/%.3f", j, pb[0], pb[1],
                      ratio[0], ratio[1])
     new_centers, new_flags = _apply_splits(centers, background, kept)
