@@ -30,7 +30,7 @@ VARIANTS = {"split": {"instance_split": True}, "nosplit": {"instance_split": Fal
             "sep4": {"instance_split": True, "split_separation": 4.0},
             **{f"sd{int(d * 10)}": {"instance_split": True, "seed_depth": d}
                for d in (0.3, 0.4, 0.5, 0.6)}}
-BANK_STATS = ("distractor_bank", "distractor_bank_threshold", "distractor_floor")
+BANK_STATS = ("distractor_bank", "distractor_bank_found", "distractor_threshold")
 
 
 def _fields(pairs: list[str]) -> dict:

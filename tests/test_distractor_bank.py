@@ -8,11 +8,11 @@ import torch
 
 from pasta_ros.core.distractor_bank import (
     BANK_QUANTILE,
-    baseline_floor,
     distractor_ids,
     drop_distractors,
     fit_bank,
     instance_descriptors,
+    prune_bank,
     unit_features,
 )
 from tests.test_calibration_split import unit as unit_array
@@ -51,17 +51,18 @@ def test_bank_threshold_is_the_leave_one_image_out_quantile_by_hand():
     assert fit_bank([np.stack([a]), np.zeros((0, 2), np.float32)]) is None
 
 
-def test_baseline_floor_keeps_the_bank_to_the_empty_scenes_share_by_hand():
-    bank = np.stack([unit([1, 0])])
-    # two baseline images, two instances each; cosines to the bank 1.0, 0.0 and 0.6, 0.8
-    base = [np.stack([unit([1, 0]), unit([0, 1])]), np.stack([unit([0.6, 0.8]), unit([0.8, 0.6])])]
-    # 0.5 instances per empty scene vs 2 per baseline image: at most a quarter are distractors,
-    # the floor is the 0.75 quantile of [0, 0.6, 0.8, 1.0] = 0.8 + 0.25 * 0.2
-    assert baseline_floor(bank, base, 0.5) == pytest.approx(0.85)
-    assert baseline_floor(bank, base, 1.0) == pytest.approx(0.6 + 0.5 * 0.2)
-    assert baseline_floor(bank, base, 2.0) == -np.inf  # as many as the baseline: no floor
-    assert baseline_floor(bank, [np.zeros((0, 2), np.float32)], 0.5) == -np.inf
-    assert baseline_floor(bank, [], 0.5) == -np.inf
+def test_entries_claiming_more_of_the_baseline_than_of_the_empty_scenes_are_pruned():
+    a, a1, a2 = unit([1, 0, 0]), unit([1, 0.1, 0]), unit([1, 0, 0.1])  # one kind of label
+    g = unit([0, 1, 0])  # a generic look, like the objects
+    empty = [np.stack([a, g]), np.stack([a1]), np.stack([a2])]
+    baseline = [np.stack([unit([0, 1, 0.05]), unit([0.05, 1, 0])]),
+                np.stack([unit([0, 1, 0.1]), unit([1, 0.05, 0.05])])]
+    # per other empty image: each label entry claims the two other labels (2 / 2), g none;
+    # per baseline image: each label entry claims 1 / 2, g claims 3 / 2 > 0: g is dropped
+    kept = prune_bank(empty, 0.9, baseline)
+    np.testing.assert_allclose(kept, np.stack([a, a1, a2]))
+    np.testing.assert_allclose(prune_bank(empty, 0.9, []), np.concatenate(empty))
+    assert prune_bank([np.stack([g]), np.stack([a])], 0.9, baseline).shape == (0, 3)
 
 
 def test_only_instances_like_the_bank_are_dropped():
@@ -109,10 +110,9 @@ def test_calibration_banks_the_empty_scenes_and_their_instances_become_backgroun
     assert model.stats["distractor_bank"] == model.distractor_bank.shape[0] >= 2
     assert model.distractor_bank.shape[1] == model.channels
     assert -1.0 <= model.distractor_threshold <= 1.0
-    floor = model.stats["distractor_floor"]  # the bank's own threshold, raised to the floor
-    assert model.distractor_threshold == pytest.approx(
-        max(model.stats["distractor_bank_threshold"], -np.inf if floor is None else floor),
-        abs=1e-4)
+    assert model.stats["distractor_threshold"] == pytest.approx(model.distractor_threshold,
+                                                                abs=1e-4)
+    assert model.stats["distractor_bank_found"] >= model.stats["distractor_bank"]
     saved = load_model(save_model(model, tmp_path / "m"))
     np.testing.assert_array_equal(saved.distractor_bank, model.distractor_bank)
     assert saved.distractor_threshold == model.distractor_threshold
@@ -122,12 +122,13 @@ def test_calibration_banks_the_empty_scenes_and_their_instances_become_backgroun
     assert without.distractor_bank is None
     assert calibrate(ext, *sets, None, cfg, quiet=True).distractor_bank is None
 
-    # an empty scene the bank was built from: each instance meets its own entry (cosine ~1)
+    # the empty scenes the bank was built from: each kept entry's instance meets it (cosine 1)
     with_bank = PastaPipeline.load(tmp_path / "m", cfg)
     save_model(without, tmp_path / "w")
     no_bank = PastaPipeline.load(tmp_path / "w", cfg)
-    shown = 0
+    shown = kept = 0
     for _, image in folder_source(belt.empty)():
         shown += len(no_bank.process(image).instances)
-        assert with_bank.process(image).instances == []
+        kept += len(with_bank.process(image).instances)
     assert shown > 0  # the empty scenes do show objects to the segmenter: labels, dirt
+    assert kept <= shown - model.distractor_bank.shape[0]

@@ -425,28 +425,28 @@ def _scene_descriptors(extractor: FeatureExtractor, segmenter, centers: torch.Te
 def empty_scene_bank(extractor: FeatureExtractor, empty: ImageSource, baseline: ImageSource,
                      model: CalibratedModel, cfg: PastaConfig) -> tuple[np.ndarray, float] | None:
     """The empty-scene instance bank (:mod:`pasta_ros.core.distractor_bank`): every instance
-    the weight-free segmenter finds in an empty scene, under the calibrated model, and its
-    threshold (the bank's own, raised to :func:`distractor_bank.baseline_floor` over the first
-    ``BASELINE_IMAGES`` baseline images). None when fewer than two empty images show one.
-    Records ``distractor_bank``, ``distractor_bank_threshold`` and ``distractor_floor`` in
-    ``model.stats``."""
+    the weight-free segmenter finds in an empty scene, under the calibrated model, less the
+    entries :func:`distractor_bank.prune_bank` drops against the first ``BASELINE_IMAGES``
+    baseline images, and its threshold. None when fewer than two empty images show an
+    instance or no entry is kept. Records ``distractor_bank`` (entries kept),
+    ``distractor_bank_found`` and ``distractor_threshold`` in ``model.stats``."""
     from pasta_ros.core.segmenters import build_segmenter
 
     segmenter = build_segmenter("clusters", model, cfg)
     centers = torch.from_numpy(model.centers).to(extractor.device)
     per_image = _scene_descriptors(extractor, segmenter, centers, empty)
     fitted = db.fit_bank(per_image)
-    model.stats["distractor_bank"] = 0 if fitted is None else int(fitted[0].shape[0])
+    model.stats["distractor_bank"] = 0
     if fitted is None:
         return None
-    bank, own = fitted
+    found, threshold = fitted
     base = _scene_descriptors(extractor, segmenter, centers, baseline, db.BASELINE_IMAGES)
-    floor = db.baseline_floor(bank, base, sum(map(len, per_image)) / len(per_image))
-    model.stats["distractor_bank_threshold"] = round(own, 4)
-    model.stats["distractor_floor"] = None if floor == -np.inf else round(floor, 4)
-    if floor > own:
-        log.info("distractor bank threshold %.3f raised to the baseline floor %.3f", own, floor)
-    return bank, max(own, floor)
+    bank = db.prune_bank(per_image, threshold, base)
+    model.stats.update(distractor_bank=int(bank.shape[0]), distractor_bank_found=len(found),
+                       distractor_threshold=round(threshold, 4))
+    log.info("distractor bank: %d of %d empty-scene instances kept (threshold %.3f)",
+             bank.shape[0], len(found), threshold)
+    return (bank, threshold) if len(bank) else None
 
 
 def calibrate(extractor: FeatureExtractor, baseline: ImageSource, reference: ImageSource,

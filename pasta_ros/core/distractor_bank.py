@@ -7,9 +7,9 @@ with targets by K-Means (BENCHMARKS.md, issue 9, session 10), so no cluster-leve
 them; their instances, described by their mean patch feature, are told apart. Calibration
 keeps each empty-scene instance's descriptor (the bank) and a threshold (nothing tuned): the
 ``BANK_QUANTILE`` quantile, over the bank, of each entry's most similar entry from another
-empty image, raised to the floor of :func:`baseline_floor` (the bank may not remove more of
-the baseline's instances than the empty scenes say are distractors). A frame's instance whose
-most similar bank entry reaches the threshold is background.
+empty image. Entries that claim more of the baseline's instances than of the other empty
+scenes' are dropped (:func:`prune_bank`). A frame's instance whose most similar bank entry
+reaches the threshold is background.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 BANK_QUANTILE = 0.1  # of the leave-one-image-out similarities: most distractors reach it
-BASELINE_IMAGES = 32  # baseline images segmented for the floor (the first ones of the set)
+BASELINE_IMAGES = 32  # baseline images segmented for prune_bank (the first ones of the set)
 SAMPLES = 4  # ids sampled SAMPLES x SAMPLES times per patch for the instance coverage
 
 
@@ -63,24 +63,26 @@ def fit_bank(descriptors: list[np.ndarray]) -> tuple[np.ndarray, float] | None:
     return bank, float(np.quantile(nearest, BANK_QUANTILE))
 
 
-def baseline_floor(bank: np.ndarray, baseline: list[np.ndarray],
-                   empty_per_image: float) -> float:
-    """The least threshold the bank may have, from the baseline's own instances.
+def prune_bank(empty: list[np.ndarray], threshold: float, baseline: list[np.ndarray]
+               ) -> np.ndarray:
+    """The bank entries that claim no more of the baseline than of the empty scenes.
 
-    bank ``(N, C)``; baseline: per baseline image, its instances' descriptors ``(n_i, C)``;
-    empty_per_image: mean instances per empty scene ``d``. Distractors lie on every belt and
-    objects cover some of them on the baseline, so at most a share ``f = min(1, d / n)`` of
-    the baseline's instances (``n`` per image) can be distractors. Returns the ``(1 - f)``
-    quantile of the baseline instances' most similar bank cosine, or -inf when ``f`` is 1 or
-    the baseline shows no instance (no floor).
+    empty: per empty image, its instances' descriptors ``(n_i, C)`` (the bank, in order);
+    baseline: the same per baseline image. An entry claims an instance whose cosine to it
+    reaches ``threshold``. A kind of distractor lies on every belt, and on the baseline
+    objects cover some of it, so an entry of one claims at most as many instances per
+    baseline image as per *other* empty image; an entry that claims more is like the objects
+    (a generic look, or a bank whose threshold fell low) and is dropped. Returns the kept
+    entries ``(M, C) float32`` (``M`` may be 0).
     """
-    desc = np.concatenate(baseline) if baseline else np.zeros((0, bank.shape[1]), np.float32)
-    if not len(desc) or not len(bank):
-        return -np.inf
-    share = min(1.0, empty_per_image / (len(desc) / len(baseline)))
-    if share >= 1.0:
-        return -np.inf
-    return float(np.quantile((desc @ bank.T).max(1), 1.0 - share))
+    bank = np.concatenate(empty).astype(np.float32)
+    owners = np.concatenate([np.full(len(d), i) for i, d in enumerate(empty)])
+    other = owners[:, None] != owners[None, :]
+    per_empty = ((bank @ bank.T >= threshold) & other).sum(1) / max(len(empty) - 1, 1)
+    base = (np.concatenate(baseline) if baseline and sum(map(len, baseline))
+            else np.zeros((0, bank.shape[1]), np.float32))
+    per_base = (base @ bank.T >= threshold).sum(0) / max(len(baseline), 1)
+    return bank[per_base <= per_empty]
 
 
 def distractor_ids(ids: np.ndarray, feats: np.ndarray, bank: np.ndarray,
