@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pasta_ros.core import anomaly_analysis as aa
@@ -31,11 +32,14 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def split(base: CachedSet, ref: CachedSet, centers: np.ndarray, background: np.ndarray):
-    """split_mixed_clusters with the counts of both sets under ``centers``."""
+def split(base: CachedSet, ref: CachedSet, centers: np.ndarray, background: np.ndarray,
+          cfg: PastaConfig | None = None):
+    """split_mixed_clusters with the counts of both sets under ``centers`` (default: the
+    2-part split)."""
     c = torch.from_numpy(centers.astype(np.float32))
     return split_mixed_clusters(base, ref, centers.astype(np.float32), background,
-                                base.maps(c).counts, ref.maps(c).counts, PastaConfig(), "cpu")
+                                base.maps(c).counts, ref.maps(c).counts,
+                                cfg or PastaConfig(split_parts=2), "cpu")
 
 
 def ratios(base: CachedSet, ref: CachedSet, centers: np.ndarray) -> np.ndarray:
@@ -44,20 +48,24 @@ def ratios(base: CachedSet, ref: CachedSet, centers: np.ndarray) -> np.ndarray:
                             aa.distribution(base.maps(c).counts))
 
 
-def test_a_merged_anomaly_is_split_off_and_found_by_the_ratio_rule():
+@pytest.mark.parametrize("parts", [2, 4])
+def test_a_merged_anomaly_is_split_off_and_found_by_the_ratio_rule(parts: int):
     rng = np.random.default_rng(0)
     base = cached([(TARGET, 1200), (ANOMALY, 400), (OTHER, 400)], rng)
     ref = cached([(TARGET, 1500), (OTHER, 500)], rng)
     # K-Means merged target and anomaly into one centre (their mean), as in the failure case
     centers = np.stack([unit(0.75 * unit(TARGET) + 0.25 * unit(ANOMALY)), unit(OTHER)])
     assert not (ratios(base, ref, centers) < 0.05).any()  # the ratio rule misses it
-    new, flags, splits = split(base, ref, centers, np.zeros(2, bool))
-    assert splits == 1 and new.shape == (3, C) and not flags.any()
+    new, flags, splits = split(base, ref, centers, np.zeros(2, bool),
+                               PastaConfig(split_parts=parts))
+    assert splits == 1 and new.shape == (1 + parts, C) and not flags.any()
     r = ratios(base, ref, new)
     anomalous = np.flatnonzero(r < 0.05)
-    assert anomalous.size == 1
-    # the new anomaly centre is the anomaly direction, the other half the target's
-    assert unit(new[anomalous[0]]) @ unit(ANOMALY) > 0.99
+    assert anomalous.size >= 1
+    # the new anomaly centres are the anomaly direction, the other parts the target's
+    assert all(unit(new[i]) @ unit(ANOMALY) > 0.99 for i in anomalous)
+    assert all(unit(new[i]) @ unit(TARGET) > 0.99 for i in set(range(parts + 1)) - {1}
+               - set(anomalous.tolist()))
     for cached_set in (base, ref):
         cached_set.close()
 
@@ -75,4 +83,23 @@ def test_no_split_when_both_halves_are_in_the_reference_or_for_background():
     _, _, splits = split(base2, ref, merged, np.array([True, False]))
     assert splits == 0
     for cached_set in (base, ref, base2):
+        cached_set.close()
+
+
+def test_more_parts_split_an_anomaly_off_a_label_the_reference_also_shows():
+    # one cluster holds a target, an anomaly and a paper label near the anomaly that the
+    # reference shows too: a 2-means cuts target from {anomaly + label} (that half is in
+    # the reference: R 0.6, no split); with 4 parts the anomaly gets a part of its own
+    rng = np.random.default_rng(2)
+    anomaly, label = np.array([0.3, 1, 0], np.float32), np.array([0.3, 1, 0.35], np.float32)
+    base = cached([(TARGET, 1200), (anomaly, 400), (label, 200), (OTHER, 200)], rng)
+    ref = cached([(TARGET, 1500), (label, 100), (OTHER, 400)], rng)
+    centers = np.stack([unit(TARGET + anomaly), unit(OTHER)]).astype(np.float32)
+    assert split(base, ref, centers, np.zeros(2, bool))[2] == 0
+    new, flags, splits = split(base, ref, centers, np.zeros(2, bool),
+                               PastaConfig(split_parts=4))
+    assert splits == 1 and new.shape == (5, C) and not flags.any()
+    anomalous = np.flatnonzero(ratios(base, ref, new) < 0.05)
+    assert anomalous.size == 1 and unit(new[anomalous[0]]) @ unit(anomaly) > 0.99
+    for cached_set in (base, ref):
         cached_set.close()

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pasta_ros.core.config import PastaConfig
 from pasta_ros.data.bags import write_bag_images
 from pasta_ros.data.layout import DatasetLayout, read_mask
 from pasta_ros.sources import folder_source
@@ -112,8 +113,10 @@ def test_calibrate_from_folders(tiny_model: Path) -> None:
     stats = m["stats"]
     assert stats["baseline_images"] == 8 and stats["reference_images"] == 4
     assert stats["empty_images"] == 2 and stats["skipped_images"] == 0
-    # the centres: the kept background clusters, K object clusters, one more per split
-    assert stats["object_clusters"] == TINY_K + stats["split_clusters"]
+    # the centres: the kept background clusters, K object clusters, split_parts - 1 more per
+    # split
+    parts = PastaConfig().split_parts
+    assert stats["object_clusters"] == TINY_K + (parts - 1) * stats["split_clusters"]
     assert m["clusters"] == stats["object_clusters"] + stats["background_clusters"] \
         == len(m["p_baseline"])
     assert len(m["background_clusters"]) == stats["background_clusters"] > 0

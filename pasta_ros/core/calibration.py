@@ -7,7 +7,8 @@ Passes over the data (every one streamed; peak memory independent of the image c
    empty set (P_empty/P_base) or the border prior;
 3. with ``object_codebook``: a second K-Means (K) on the non-background baseline patches;
    centres = background centres + object centres; with ``split_clusters``, object clusters
-   whose 2-means half is absent from the reference set are split (:func:`split_mixed_clusters`);
+   with a ``split_parts``-means part absent from the reference set are split
+   (:func:`split_mixed_clusters`);
 4. cluster maps of all sets; P_baseline, P_reference; anomaly clusters where R_k < threshold;
 5. the colour bins kept in pass 1 (no second decode) -> background colour model for the
    segmenter.
@@ -196,8 +197,8 @@ def object_codebook(base: CachedSet, scene: np.ndarray, background: np.ndarray,
     return centers, flags
 
 
-SPLIT_SAMPLE = 10_000   # baseline rows per cluster for its 2-means (uniform sample)
-SPLIT_MIN_SHARE = 1e-3  # a split half must hold at least this share of the baseline patches
+SPLIT_SAMPLE = 10_000   # baseline rows per cluster for its split K-Means (uniform sample)
+SPLIT_MIN_SHARE = 1e-3  # a split part must hold at least this share of the baseline patches
 
 
 def _cluster_samples(base: CachedSet, centers: torch.Tensor, candidates: np.ndarray,
@@ -254,7 +255,7 @@ def _two_means_halves(base: CachedSet, c_t: torch.Tensor, candidates: np.ndarray
 
 def _half_ratio(cached: CachedSet, c_t: torch.Tensor, halves: dict[int, torch.Tensor],
                 base_share: dict[int, np.ndarray], n_total: int) -> dict[int, np.ndarray]:
-    """``{cluster: (2,) float64}`` each half's share of ``cached``'s patches over its share
+    """``{cluster: (parts,) float64}`` each part's share of ``cached``'s patches over its share
     of the baseline (``inf`` where the baseline share is 0)."""
     counts = _half_counts(cached, c_t, halves)
     n = max(int(n_total), 1)
@@ -279,7 +280,7 @@ def _apply_splits(centers: np.ndarray, background: np.ndarray,
 
 def _baseline_shares(halves: dict[int, torch.Tensor], sample_share: dict[int, np.ndarray],
                      base_counts: np.ndarray) -> dict[int, np.ndarray]:
-    """``{cluster: (2,)}`` each half's share of all baseline patches."""
+    """``{cluster: (parts,)}`` each part's share of all baseline patches."""
     n_base = max(int(base_counts.sum()), 1)
     return {j: sample_share[j] * base_counts[j] / n_base for j in halves}
 
@@ -288,14 +289,16 @@ def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
                          background: np.ndarray, base_counts: np.ndarray,
                          ref_counts: np.ndarray, cfg: PastaConfig, device: torch.device | str
                          ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Refine Phase 1: split object clusters whose one half never shows up in the reference.
+    """Refine Phase 1: split object clusters of which one part never shows up in the reference.
 
     K-Means can merge a rare anomaly material with a frequent target cluster (the merged
     cluster then has R_k ~ 1 and no anomaly is found). Each object cluster that is not already
-    an anomaly cluster is split by a 2-means on a sample of its baseline patches; the split is
-    kept when one half has ``P_ref / P_base < ratio_threshold`` and holds at least
-    SPLIT_MIN_SHARE of the baseline patches. Kept splits replace the cluster's centre by its
-    two half centres (the second one appended), so the ratio rule of Phase 2 sees them.
+    an anomaly cluster is split by a ``cfg.split_parts``-means on a sample of its baseline
+    patches; the split is kept when one part has ``P_ref / P_base < ratio_threshold`` and holds
+    at least SPLIT_MIN_SHARE of the baseline patches. More than two parts let an anomaly part
+    separate from a distractor (a paper label) that shares its cluster and that the
+    reference shows (BENCHMARKS.md, issue 9, session 11). Kept splits replace the cluster's
+    centre by its part 0 and append the others, so the ratio rule of Phase 2 sees them.
 
     centers ``(K', C) float32``, background ``(K',) bool``, and the ``(K',)`` baseline and
     reference counts under ``centers`` -> new centres, flags, and the number of clusters split.
@@ -314,8 +317,8 @@ def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
         pb, ratio = pb_all[j], ratios[j]
         if np.any((ratio < cfg.ratio_threshold) & (pb >= SPLIT_MIN_SHARE)):
             kept.append((j, sub.cpu().numpy(), np.zeros(sub.shape[0] - 1, bool)))
-            log.info("split cluster %d: halves P_base %.4f/%.4f, R %.3f/%.3f", j, pb[0], pb[1],
-                     ratio[0], ratio[1])
+            log.info("split cluster %d: parts P_base %s, R %s", j, np.round(pb, 4),
+                     np.round(ratio, 3))
     new_centers, new_flags = _apply_splits(centers, background, kept)
     log.info("cluster split: %d of %d object clusters split (K' %d -> %d)", len(kept),
              int((~background).sum()), k, new_centers.shape[0])

@@ -69,8 +69,9 @@ class _SharedConfig:
                                     "the split where one half is absent from the reference set "
                                     "(R < ratio_threshold): anomalies that K-Means merged with "
                                     "targets get a cluster of their own")
-    split_parts: int = _f(2, "parts each split cluster is cut into by its K-Means "
-                                 "(split_clusters)", lo=2, hi=8)
+    split_parts: int = _f(4, "parts each split cluster is cut into by its K-Means "
+                                 "(split_clusters); more than 2 separate an anomaly from a "
+                                 "distractor the reference also shows", lo=2, hi=8)
     distractor_rule: bool = _f(False, "experimental, off: lost anomalies on a held-out dense "
                                       "belt (BENCHMARKS.md, issue 9). What the anomaly-free "
                                       "sets show is never an anomaly: each anomaly cluster is "
