@@ -303,7 +303,8 @@ class PastaPipeline:
         ids = self.segmenter.segment(prepared, cluster_map)
         if self.model.distractor_bank is not None and feats is not None:
             ids = drop_distractors(ids, unit_features(feats[0]), self.model.distractor_bank,
-                                   self.model.distractor_threshold)
+                                   self.model.distractor_threshold, anomaly.cpu().numpy(),
+                                   self.vote_threshold)
         votes = anomaly
         if self.object_vote is not None:
             votes, vote = self._object_vote(prepared, feats, ids, anomaly), vote + "+object"

@@ -76,6 +76,16 @@ def test_only_instances_like_the_bank_are_dropped():
     assert set(np.unique(out).tolist()) == {0, 2}
     assert (out[4:8, 4:8] == 2).all() and (out[0:4, 0:4] == 0).all()
     assert drop_distractors(ids, feats, bank, 0.999) is ids  # nothing reaches: unchanged
+    # the vote calls instance 1 an anomaly (its one patch is anomalous): never dropped
+    anomalous = np.array([[True, False], [False, False]])
+    assert distractor_ids(ids, feats, bank, 0.9, anomalous, 0.1).size == 0
+    assert distractor_ids(ids, feats, bank, 0.9, ~anomalous, 0.1).tolist() == [1]
+    # 4 of instance 1's 20 sampled pixels on an anomalous patch: share 0.2, above a 0.1 vote
+    # threshold (an anomaly: kept), under 0.3 (a target: dropped)
+    ids[0:2, 4:6] = 1
+    second = np.array([[False, True], [False, False]])
+    assert distractor_ids(ids, feats, bank, 0.5, second, 0.1).size == 0
+    assert distractor_ids(ids, feats, bank, 0.5, second, 0.3).tolist() == [1]
     assert distractor_ids(np.zeros((8, 8), np.int32), feats, bank, 0.5).size == 0
 
 

@@ -9,7 +9,9 @@ keeps each empty-scene instance's descriptor (the bank) and a threshold (nothing
 ``BANK_QUANTILE`` quantile, over the bank, of each entry's most similar entry from another
 empty image. Entries that claim more of the baseline's instances than of the other empty
 scenes' are dropped (:func:`prune_bank`). A frame's instance whose most similar bank entry
-reaches the threshold is background.
+reaches the threshold is background, unless the vote calls it an anomaly: the bank never
+removes an instance with anomaly evidence (a missed anomaly passes into the product, a kept
+paper label costs one wasted pick).
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ def unit_features(feats: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.normalize(feats.float(), dim=0).cpu().numpy()
 
 
-def instance_descriptors(ids: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit mean patch feature of each instance, weighted by its coverage of each patch.
+def instance_coverage(ids: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each instance's coverage of each cell of an ``(h, w)`` patch grid.
 
-    ids ``(H, W) int32`` instance ids (0 = none) over the frame the features came from;
-    feats ``(C, h, w) float32`` unit patch features. Returns the ids ``(N,) int64`` present
-    with any coverage and their descriptors ``(N, C) float32``.
+    ids ``(H, W) int32`` instance ids (0 = none) over the frame the grid covers. Returns the
+    ids ``(N,) int64`` present and their coverage ``(N, h * w) float32`` (ids sampled
+    SAMPLES x SAMPLES times per patch, row-major cells).
     """
-    c, h, w = feats.shape
     grid = cv2.resize(ids.astype(np.int32), (w * SAMPLES, h * SAMPLES),
                       interpolation=cv2.INTER_NEAREST)
     patch = (np.arange(h)[:, None] * w + np.arange(w)[None, :]).repeat(SAMPLES, 0)
@@ -44,9 +45,21 @@ def instance_descriptors(ids: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray
     cover = np.bincount(grid.ravel().astype(np.int64) * (h * w) + patch.ravel(),
                         minlength=n * h * w).reshape(n, h * w)[1:].astype(np.float32)
     present = np.flatnonzero(cover.sum(1) > 0)
-    desc = cover[present] @ feats.reshape(c, h * w).T
+    return present + 1, cover[present]
+
+
+def instance_descriptors(ids: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit mean patch feature of each instance, weighted by its coverage of each patch.
+
+    ids ``(H, W) int32`` instance ids (0 = none) over the frame the features came from;
+    feats ``(C, h, w) float32`` unit patch features. Returns the ids ``(N,) int64`` present
+    with any coverage and their descriptors ``(N, C) float32``.
+    """
+    c, h, w = feats.shape
+    present, cover = instance_coverage(ids, h, w)
+    desc = cover @ feats.reshape(c, h * w).T
     desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
-    return present + 1, desc.astype(np.float32)
+    return present, desc.astype(np.float32)
 
 
 def fit_bank(descriptors: list[np.ndarray]) -> tuple[np.ndarray, float] | None:
@@ -85,20 +98,32 @@ def prune_bank(empty: list[np.ndarray], threshold: float, baseline: list[np.ndar
     return bank[per_base <= per_empty]
 
 
-def distractor_ids(ids: np.ndarray, feats: np.ndarray, bank: np.ndarray,
-                   threshold: float) -> np.ndarray:
+def distractor_ids(ids: np.ndarray, feats: np.ndarray, bank: np.ndarray, threshold: float,
+                   anomalous: np.ndarray | None = None, vote_threshold: float = 0.1
+                   ) -> np.ndarray:
     """``(M,) int64`` ids of ``ids`` whose descriptor's most similar bank entry (cosine)
-    reaches ``threshold``. ids/feats as :func:`instance_descriptors`; bank ``(N, C)``."""
-    present, desc = instance_descriptors(ids, feats)
+    reaches ``threshold``. ids/feats as :func:`instance_descriptors`; bank ``(N, C)``.
+    anomalous: the frame's ``(h, w) bool`` anomaly patches; when given, an instance whose
+    coverage-weighted share of them exceeds ``vote_threshold`` (one the vote calls an
+    anomaly) is never a distractor."""
+    c, h, w = feats.shape
+    present, cover = instance_coverage(ids, h, w)
     if not present.size:
         return present
-    return present[(desc @ bank.T).max(1) >= threshold]
+    desc = cover @ feats.reshape(c, h * w).T
+    desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    hit = (desc @ bank.T).max(1) >= threshold
+    if anomalous is not None:
+        share = cover @ anomalous.reshape(-1).astype(np.float32) / cover.sum(1)
+        hit &= share <= vote_threshold
+    return present[hit]
 
 
-def drop_distractors(ids: np.ndarray, feats: np.ndarray, bank: np.ndarray,
-                     threshold: float) -> np.ndarray:
+def drop_distractors(ids: np.ndarray, feats: np.ndarray, bank: np.ndarray, threshold: float,
+                     anomalous: np.ndarray | None = None, vote_threshold: float = 0.1
+                     ) -> np.ndarray:
     """``ids`` with the instances of :func:`distractor_ids` set to 0 (a copy when any)."""
-    drop = distractor_ids(ids, feats, bank, threshold)
+    drop = distractor_ids(ids, feats, bank, threshold, anomalous, vote_threshold)
     if not drop.size:
         return ids
     lut = np.arange(int(ids.max()) + 1, dtype=ids.dtype)
