@@ -69,9 +69,10 @@ class _SharedConfig:
                                     "the split where one half is absent from the reference set "
                                     "(R < ratio_threshold): anomalies that K-Means merged with "
                                     "targets get a cluster of their own")
-    split_parts: int = _f(4, "parts each split cluster is cut into by its K-Means "
-                                 "(split_clusters); more than 2 separate an anomaly from a "
-                                 "distractor the reference also shows", lo=2, hi=8)
+    split_parts: int = _f(4, "parts of the second split (split_clusters) of a cluster the "
+                                 "reference under-represents (R < 0.5) that no 2-part split "
+                                 "resolved: an anomaly separates from a distractor the "
+                                 "reference also shows (2 = no second split)", lo=2, hi=8)
     distractor_rule: bool = _f(False, "experimental, off: lost anomalies on a held-out dense "
                                       "belt (BENCHMARKS.md, issue 9). What the anomaly-free "
                                       "sets show is never an anomaly: each anomaly cluster is "
