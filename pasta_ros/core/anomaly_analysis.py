@@ -66,8 +66,19 @@ def background_from_border(border_counts: np.ndarray, interior_counts: np.ndarra
 
 def border_interior_counts(cluster_map: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Cluster counts on the outer ring of a ``(h, w)`` int map and inside it -> two ``(K,)``."""
-    ring = np.zeros(cluster_map.shape, dtype=bool)
-    ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
-    border = np.bincount(cluster_map[ring].ravel(), minlength=k)
-    inner = np.bincount(cluster_map[~ring].ravel(), minlength=k)
-    return border, inner
+    return ring_counts(cluster_map, k, 0)
+
+
+def ring_counts(cluster_map: np.ndarray, k: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster counts on the ring of cells ``depth`` cells in from the edge of a ``(h, w)``
+    int map and on the cells deeper inside -> two ``(K,) int64`` (zeros when the map has no
+    cell deeper than the ring)."""
+    h, w = cluster_map.shape
+    if min(h, w) <= 2 * depth + 2:
+        return np.zeros(k, np.int64), np.zeros(k, np.int64)
+    rows, cols = np.arange(h), np.arange(w)
+    edge = np.minimum(np.minimum(rows, h - 1 - rows)[:, None],
+                      np.minimum(cols, w - 1 - cols)[None, :])
+    ring = np.bincount(cluster_map[edge == depth].ravel(), minlength=k)
+    inner = np.bincount(cluster_map[edge > depth].ravel(), minlength=k)
+    return ring, inner

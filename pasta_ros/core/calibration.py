@@ -157,13 +157,21 @@ def background_clusters(base: SetMaps, empty: SetMaps | None, p_base: np.ndarray
         p_empty = aa.distribution(empty.counts)
         return aa.background_from_empty(p_empty, p_base, cfg.background_ratio), "empty", p_empty
     k = cfg.clusters
-    border = np.zeros(k, np.int64)
-    inner = np.zeros(k, np.int64)
+    rim, rim_inner = np.zeros(k, np.int64), np.zeros(k, np.int64)
+    ring, ring_inner = np.zeros(k, np.int64), np.zeros(k, np.int64)
     for m in base.maps:
-        b, i = aa.border_interior_counts(m.astype(np.int64), k)
-        border += b
-        inner += i
-    return aa.background_from_border(border, inner), "border", None
+        m = m.astype(np.int64)
+        b, i = aa.border_interior_counts(m, k)
+        rim += b
+        rim_inner += i
+        if cfg.border_depth:
+            b, i = aa.ring_counts(m, k, cfg.border_depth)
+            ring += b
+            ring_inner += i
+    background = aa.background_from_border(rim, rim_inner)
+    if ring.any():  # the rim's features carry the backbone's padding: a ring further in too
+        background |= aa.background_from_border(ring, ring_inner)
+    return background, "border", None
 
 
 def color_model(sets: list[tuple[CachedSet, SetMaps | None]], background: np.ndarray,
