@@ -89,6 +89,42 @@ def test_background_rules():
     assert aa.background_from_border(border, inner).tolist() == [True, False, False]
 
 
+def padded_rim_map() -> np.ndarray:
+    """12x12 map: cluster 0 on the outer ring and 1 on the next two (the backbone's padding),
+    belt cluster 2 from depth 3 in, an object (cluster 3) in the middle 4x4."""
+    cmap = np.full((12, 12), 2)
+    cmap[[0, -1], :] = cmap[:, [0, -1]] = 0
+    cmap[1:-1, 1:-1][[0, -1], :] = 1
+    cmap[1:-1, 1:-1][:, [0, -1]] = 1
+    cmap[2:-2, 2:-2][[0, -1], :] = 1
+    cmap[2:-2, 2:-2][:, [0, -1]] = 1
+    cmap[4:8, 4:8] = 3
+    return cmap
+
+
+def test_ring_counts_by_hand():
+    cmap = padded_rim_map()
+    assert aa.ring_counts(cmap, 4, 0)[0].tolist() == [44, 0, 0, 0]
+    assert aa.ring_counts(cmap, 4, 1)[0].tolist() == [0, 36, 0, 0]
+    ring, inner = aa.ring_counts(cmap, 4, 3)  # the 6x6 ring at depth 3, the 4x4 inside it
+    assert ring.tolist() == [0, 0, 20, 0] and inner.tolist() == [0, 0, 0, 16]
+    assert aa.ring_counts(cmap, 4, 5)[0].sum() == 0  # nothing deeper than that ring
+
+
+def test_border_depth_flags_the_belt_behind_a_padded_rim():
+    from pasta_ros.core.calibration import SetMaps, background_clusters
+
+    maps = SetMaps(counts=np.zeros(4, np.int64))
+    maps.add(["a"], padded_rim_map()[None].astype(np.int16))
+    cfg = PastaConfig(clusters=4)
+    # the outer ring alone: only the rim cluster is background, the belt would be an object
+    rim_only = background_clusters(maps, None, np.full(4, 0.25), cfg)[0]
+    assert rim_only.tolist() == [True, False, False, False]
+    # rings 1-3 too: the inner rim cluster and the belt are background, the object is not
+    deep = background_clusters(maps, None, np.full(4, 0.25), cfg.replace(border_depth=3))[0]
+    assert deep.tolist() == [True, True, True, False]
+
+
 def test_distribution_of_nothing_is_an_error():
     with pytest.raises(CalibrationError, match="empty"):
         aa.distribution(np.zeros(3))

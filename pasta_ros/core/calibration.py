@@ -157,20 +157,19 @@ def background_clusters(base: SetMaps, empty: SetMaps | None, p_base: np.ndarray
         p_empty = aa.distribution(empty.counts)
         return aa.background_from_empty(p_empty, p_base, cfg.background_ratio), "empty", p_empty
     k = cfg.clusters
-    rim, rim_inner = np.zeros(k, np.int64), np.zeros(k, np.int64)
-    ring, ring_inner = np.zeros(k, np.int64), np.zeros(k, np.int64)
+    depths = range(cfg.border_depth + 1)
+    ring = np.zeros((len(depths), k), np.int64)
+    inner = np.zeros((len(depths), k), np.int64)
     for m in base.maps:
         m = m.astype(np.int64)
-        b, i = aa.border_interior_counts(m, k)
-        rim += b
-        rim_inner += i
-        if cfg.border_depth:
-            b, i = aa.ring_counts(m, k, cfg.border_depth)
-            ring += b
-            ring_inner += i
-    background = aa.background_from_border(rim, rim_inner)
-    if ring.any():  # the rim's features carry the backbone's padding: a ring further in too
-        background |= aa.background_from_border(ring, ring_inner)
+        for d in depths:
+            b, i = aa.ring_counts(m, k, d)
+            ring[d] += b
+            inner[d] += i
+    background = aa.background_from_border(ring[0], inner[0])
+    for d in depths[1:]:  # the rim's features carry the backbone's padding: rings further in
+        if ring[d].any():
+            background |= aa.background_from_border(ring[d], inner[d])
     return background, "border", None
 
 

@@ -65,10 +65,10 @@ class _SharedConfig:
                                      "clusters of a first scene-level K-Means are kept and a "
                                      "second K-Means with K clusters runs on the remaining "
                                      "patches (False = the paper's single K-Means)")
-    border_depth: int = _f(0, "without an empty set: the border prior also tests the ring of "
-                              "patches this deep from the frame edge (the outer rings' "
-                              "features carry the backbone's zero padding; 0 = the outer "
-                              "ring only)", lo=0, hi=16)
+    border_depth: int = _f(0, "without an empty set: the border prior also tests the rings of "
+                              "patches 1 .. border_depth deep from the frame edge (the outer "
+                              "rings' features carry the backbone's zero padding; 0 = the "
+                              "outer ring only)", lo=0, hi=16)
     split_clusters: bool = _f(True, "after K-Means, split each object cluster in two and keep "
                                     "the split where one half is absent from the reference set "
                                     "(R < ratio_threshold): anomalies that K-Means merged with "
