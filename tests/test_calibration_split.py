@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pasta_ros.core import anomaly_analysis as aa
-from pasta_ros.core.calibration import SUSPECT_RATIO, CachedSet, split_mixed_clusters
+from pasta_ros.core.calibration import CachedSet, split_mixed_clusters
 from pasta_ros.core.config import PastaConfig
 
 C, H, W = 3, 10, 10
@@ -58,13 +58,14 @@ def test_a_merged_anomaly_is_split_off_and_found_by_the_ratio_rule(parts: int):
     assert not (ratios(base, ref, centers) < 0.05).any()  # the ratio rule misses it
     new, flags, splits = split(base, ref, centers, np.zeros(2, bool),
                                PastaConfig(split_parts=parts))
-    # resolved by the 2-part split: not cut finer whatever split_parts is
-    assert splits == 1 and new.shape == (3, C) and not flags.any()
+    assert splits == 1 and new.shape == (1 + parts, C) and not flags.any()
     r = ratios(base, ref, new)
     anomalous = np.flatnonzero(r < 0.05)
-    assert anomalous.size == 1
-    # the new anomaly centre is the anomaly direction, the other half the target's
-    assert unit(new[anomalous[0]]) @ unit(ANOMALY) > 0.99
+    assert anomalous.size >= 1
+    # the new anomaly centres are the anomaly direction, the other parts the target's
+    assert all(unit(new[i]) @ unit(ANOMALY) > 0.99 for i in anomalous)
+    assert all(unit(new[i]) @ unit(TARGET) > 0.99 for i in set(range(parts + 1)) - {1}
+               - set(anomalous.tolist()))
     for cached_set in (base, ref):
         cached_set.close()
 
@@ -85,27 +86,20 @@ def test_no_split_when_both_halves_are_in_the_reference_or_for_background():
         cached_set.close()
 
 
-def test_a_suspect_cluster_no_2_part_split_resolves_is_cut_finer():
-    # one cluster holds two kinds of copper (a, b), each next to a kind of paper label that
-    # the reference shows too (la, lb): R = 0.167, under SUSPECT_RATIO but not an anomaly.
-    # Its 2-means cuts {a + la} from {b + lb}: both halves in the reference, no split.
-    # With split_parts 4 each copper gets a part of its own, absent from the reference.
+def test_more_parts_split_an_anomaly_off_a_label_the_reference_also_shows():
+    # one cluster holds a target, an anomaly and a paper label near the anomaly that the
+    # reference shows too: a 2-means cuts target from {anomaly + label} (that half is in
+    # the reference: R 0.6, no split); with 4 parts the anomaly gets a part of its own
     rng = np.random.default_rng(2)
-    a, b = np.array([0.3, 1, 0], np.float32), np.array([-0.3, 1, 0], np.float32)
-    la, lb = np.array([0.3, 1, 0.2], np.float32), np.array([-0.3, 1, 0.2], np.float32)
-    base = cached([(TARGET, 1200), (a, 200), (b, 200), (la, 100), (lb, 100), (OTHER, 200)],
-                  rng)
-    ref = cached([(TARGET, 1500), (la, 50), (lb, 50), (OTHER, 400)], rng)
-    centers = np.stack([unit(TARGET), unit(a + b + 0.5 * la + 0.5 * lb),
-                        unit(OTHER)]).astype(np.float32)
-    assert 0.05 < ratios(base, ref, centers)[1] < SUSPECT_RATIO
-    assert split(base, ref, centers, np.zeros(3, bool))[2] == 0
-    new, flags, splits = split(base, ref, centers, np.zeros(3, bool),
+    anomaly, label = np.array([0.3, 1, 0], np.float32), np.array([0.3, 1, 0.35], np.float32)
+    base = cached([(TARGET, 1200), (anomaly, 400), (label, 200), (OTHER, 200)], rng)
+    ref = cached([(TARGET, 1500), (label, 100), (OTHER, 400)], rng)
+    centers = np.stack([unit(TARGET + anomaly), unit(OTHER)]).astype(np.float32)
+    assert split(base, ref, centers, np.zeros(2, bool))[2] == 0
+    new, flags, splits = split(base, ref, centers, np.zeros(2, bool),
                                PastaConfig(split_parts=4))
-    assert splits == 1 and new.shape == (6, C) and not flags.any()
+    assert splits == 1 and new.shape == (5, C) and not flags.any()
     anomalous = np.flatnonzero(ratios(base, ref, new) < 0.05)
-    found = sorted(int(np.argmax([unit(new[i]) @ unit(d) for d in (a, b)])) for i in anomalous)
-    assert found == [0, 1]
-    assert all(max(unit(new[i]) @ unit(a), unit(new[i]) @ unit(b)) > 0.99 for i in anomalous)
+    assert anomalous.size == 1 and unit(new[anomalous[0]]) @ unit(anomaly) > 0.99
     for cached_set in (base, ref):
         cached_set.close()

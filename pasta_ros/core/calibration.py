@@ -206,7 +206,6 @@ def object_codebook(base: CachedSet, scene: np.ndarray, background: np.ndarray,
 
 SPLIT_SAMPLE = 10_000   # baseline rows per cluster for its split K-Means (uniform sample)
 SPLIT_MIN_SHARE = 1e-3  # a split part must hold at least this share of the baseline patches
-SUSPECT_RATIO = 0.5  # R below this (the reference shows under half of it): finer split parts
 
 
 def _cluster_samples(base: CachedSet, centers: torch.Tensor, candidates: np.ndarray,
@@ -293,28 +292,6 @@ def _baseline_shares(halves: dict[int, torch.Tensor], sample_share: dict[int, np
     return {j: sample_share[j] * base_counts[j] / n_base for j in halves}
 
 
-def _kept_splits(base: CachedSet, ref: CachedSet, c_t: torch.Tensor, candidates: np.ndarray,
-                 base_counts: np.ndarray, ref_counts: np.ndarray, cfg: PastaConfig, parts: int
-                 ) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """The ``parts``-means splits of ``candidates`` in which a part is absent from the
-    reference (``R < ratio_threshold``, at least SPLIT_MIN_SHARE of the baseline), as
-    :func:`_apply_splits` takes them."""
-    if not len(candidates):
-        return []
-    halves, sample_share = _two_means_halves(base, c_t, candidates, base_counts, cfg.seed,
-                                             parts)
-    pb_all = _baseline_shares(halves, sample_share, base_counts)
-    ratios = _half_ratio(ref, c_t, halves, pb_all, int(ref_counts.sum()))
-    kept = []
-    for j, sub in halves.items():
-        pb, ratio = pb_all[j], ratios[j]
-        if np.any((ratio < cfg.ratio_threshold) & (pb >= SPLIT_MIN_SHARE)):
-            kept.append((j, sub.cpu().numpy(), np.zeros(parts - 1, bool)))
-            log.info("split cluster %d in %d: parts P_base %s, R %s", j, parts,
-                     np.round(pb, 4), np.round(ratio, 3))
-    return kept
-
-
 def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
                          background: np.ndarray, base_counts: np.ndarray,
                          ref_counts: np.ndarray, cfg: PastaConfig, device: torch.device | str
@@ -323,13 +300,11 @@ def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
 
     K-Means can merge a rare anomaly material with a frequent target cluster (the merged
     cluster then has R_k ~ 1 and no anomaly is found). Each object cluster that is not already
-    an anomaly cluster is split by a 2-means on a sample of its baseline patches; the split is
-    kept when one part has ``P_ref / P_base < ratio_threshold`` and holds at least
-    SPLIT_MIN_SHARE of the baseline patches. A suspect cluster (``R < SUSPECT_RATIO``) that no
-    2-part split resolved is then tried with ``cfg.split_parts`` parts: that lets an anomaly
-    separate from a distractor (a paper label) that shares its cluster and that the reference
-    shows (BENCHMARKS.md, issue 9, session 11); only suspect clusters, because fine parts of a
-    common material can miss a small reference by chance. Kept splits replace the cluster's
+    an anomaly cluster is split by a ``cfg.split_parts``-means on a sample of its baseline
+    patches; the split is kept when one part has ``P_ref / P_base < ratio_threshold`` and holds
+    at least SPLIT_MIN_SHARE of the baseline patches. More than two parts let an anomaly part
+    separate from a distractor (a paper label) that shares its cluster and that the
+    reference shows (BENCHMARKS.md, issue 9, session 11). Kept splits replace the cluster's
     centre by its part 0 and append the others, so the ratio rule of Phase 2 sees them.
 
     centers ``(K', C) float32``, background ``(K',) bool``, and the ``(K',)`` baseline and
@@ -340,14 +315,17 @@ def split_mixed_clusters(base: CachedSet, ref: CachedSet, centers: np.ndarray,
     p_base, p_ref = aa.distribution(base_counts), aa.distribution(ref_counts)
     already = aa.anomaly_clusters(p_ref, p_base, cfg.ratio_threshold)
     candidates = np.flatnonzero(~background & ~already & (p_base >= 2 * SPLIT_MIN_SHARE))
-    kept = _kept_splits(base, ref, c_t, candidates, base_counts, ref_counts, cfg, 2)
-    if cfg.split_parts > 2:  # suspect clusters no 2-part split resolved: finer parts
-        ratio = aa.cluster_ratio(p_ref, p_base)
-        done = {j for j, _, _ in kept}
-        suspect = np.array([j for j in candidates if j not in done
-                            and ratio[j] < SUSPECT_RATIO], np.int64)
-        kept += _kept_splits(base, ref, c_t, suspect, base_counts, ref_counts, cfg,
-                             cfg.split_parts)
+    halves, sample_share = _two_means_halves(base, c_t, candidates, base_counts, cfg.seed,
+                                             cfg.split_parts)
+    pb_all = _baseline_shares(halves, sample_share, base_counts)
+    ratios = _half_ratio(ref, c_t, halves, pb_all, int(ref_counts.sum()))
+    kept = []
+    for j, sub in halves.items():
+        pb, ratio = pb_all[j], ratios[j]
+        if np.any((ratio < cfg.ratio_threshold) & (pb >= SPLIT_MIN_SHARE)):
+            kept.append((j, sub.cpu().numpy(), np.zeros(sub.shape[0] - 1, bool)))
+            log.info("split cluster %d: parts P_base %s, R %s", j, np.round(pb, 4),
+                     np.round(ratio, 3))
     new_centers, new_flags = _apply_splits(centers, background, kept)
     log.info("cluster split: %d of %d object clusters split (K' %d -> %d)", len(kept),
              int((~background).sum()), k, new_centers.shape[0])

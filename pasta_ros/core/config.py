@@ -65,7 +65,7 @@ class _SharedConfig:
                                      "clusters of a first scene-level K-Means are kept and a "
                                      "second K-Means with K clusters runs on the remaining "
                                      "patches (False = the paper's single K-Means)")
-    border_depth: int = _f(0, "without an empty set: the border prior also tests the rings of "
+    border_depth: int = _f(3, "without an empty set: the border prior also tests the rings of "
                               "patches 1 .. border_depth deep from the frame edge (the outer "
                               "rings' features carry the backbone's zero padding; 0 = the "
                               "outer ring only)", lo=0, hi=16)
@@ -73,10 +73,9 @@ class _SharedConfig:
                                     "the split where one half is absent from the reference set "
                                     "(R < ratio_threshold): anomalies that K-Means merged with "
                                     "targets get a cluster of their own")
-    split_parts: int = _f(4, "parts of the second split (split_clusters) of a cluster the "
-                                 "reference under-represents (R < 0.5) that no 2-part split "
-                                 "resolved: an anomaly separates from a distractor the "
-                                 "reference also shows (2 = no second split)", lo=2, hi=8)
+    split_parts: int = _f(4, "parts each split cluster is cut into by its K-Means "
+                                 "(split_clusters); more than 2 separate an anomaly from a "
+                                 "distractor the reference also shows", lo=2, hi=8)
     distractor_rule: bool = _f(False, "experimental, off: lost anomalies on a held-out dense "
                                       "belt (BENCHMARKS.md, issue 9). What the anomaly-free "
                                       "sets show is never an anomaly: each anomaly cluster is "

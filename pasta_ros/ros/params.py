@@ -124,7 +124,7 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
 # /pasta/recalibrate. The rest (backbone, input size, device...) need a restart.
 DYNAMIC_CONFIG = frozenset({"vote_threshold", "min_area", "clusters", "seed", "ratio_threshold",
                             "background_ratio", "batch_size", "kmeans_epochs",
-                            "object_codebook", "split_clusters", "split_parts",
+                            "object_codebook", "split_clusters", "split_parts", "border_depth",
                             "max_image_pixels"})
 RUNTIME_CONFIG = frozenset({"vote_threshold", "min_area"})
 
