@@ -85,14 +85,16 @@ class _SharedConfig:
                                      "P_empty/P_base >= background_ratio); with an empty set a "
                                      "cluster also needs P_empty/P_base < ratio_threshold to be "
                                      "an anomaly (distractors such as paper labels)")
-    distractor_bank: bool = _f(False, "experimental, off: removed every object on 2 of 5 "
-                                      "seeds of a held-out dense belt (BENCHMARKS.md, issue "
-                                      "9). With an empty-scene set, every instance the "
+    distractor_bank: bool = _f(False, "experimental, off: no version has passed its "
+                                      "held-out rule yet (BENCHMARKS.md, issue 9, sessions "
+                                      "10-11). With an empty-scene set, every instance the "
                                       "segmenter finds in an empty scene is a distractor "
-                                      "(label, dirt); a frame's instance that looks like one "
-                                      "(mean patch feature, cosine, threshold from the bank "
-                                      "itself) is background. Frames then run on the feature "
-                                      "graph, not the fused one")
+                                      "(label, dirt); entries claiming more of the baseline "
+                                      "than of the other empty scenes are dropped, and a "
+                                      "frame's instance that looks like a kept one (mean patch "
+                                      "feature, cosine, threshold from the bank itself) is "
+                                      "background unless the vote calls it an anomaly. "
+                                      "Frames then run on the feature graph, not the fused one")
     background_ratio: float = _f(0.5, "with an empty-scene set: a cluster is background when "
                                       "P_empty/P_base >= this", lo=0.0, hi=100.0)
     batch_size: int = _f(4, "images per backbone batch", lo=1, hi=256)
