@@ -90,25 +90,24 @@ def test_background_rules():
 
 
 def padded_rim_map() -> np.ndarray:
-    """12x12 map: cluster 0 on the outer ring and 1 on the next two (the backbone's padding),
-    belt cluster 2 from depth 3 in, an object (cluster 3) in the middle 4x4."""
-    cmap = np.full((12, 12), 2)
-    cmap[[0, -1], :] = cmap[:, [0, -1]] = 0
-    cmap[1:-1, 1:-1][[0, -1], :] = 1
-    cmap[1:-1, 1:-1][:, [0, -1]] = 1
-    cmap[2:-2, 2:-2][[0, -1], :] = 1
-    cmap[2:-2, 2:-2][:, [0, -1]] = 1
-    cmap[4:8, 4:8] = 3
+    """32x32 map: cluster 0 on the outer ring and 1 on the next two (the backbone's padding),
+    belt cluster 2 from depth 3 in, an object (cluster 3) in the middle 8x8."""
+    i = np.arange(32)
+    depth = np.minimum(np.minimum(i, 31 - i)[:, None], np.minimum(i, 31 - i)[None, :])
+    cmap = np.select([depth == 0, depth <= 2], [0, 1], 2)
+    cmap[12:20, 12:20] = 3
     return cmap
 
 
 def test_ring_counts_by_hand():
     cmap = padded_rim_map()
-    assert aa.ring_counts(cmap, 4, 0)[0].tolist() == [44, 0, 0, 0]
-    assert aa.ring_counts(cmap, 4, 1)[0].tolist() == [0, 36, 0, 0]
-    ring, inner = aa.ring_counts(cmap, 4, 3)  # the 6x6 ring at depth 3, the 4x4 inside it
-    assert ring.tolist() == [0, 0, 20, 0] and inner.tolist() == [0, 0, 0, 16]
-    assert aa.ring_counts(cmap, 4, 5)[0].sum() == 0  # nothing deeper than that ring
+    assert aa.ring_counts(cmap, 4, 0)[0].tolist() == [124, 0, 0, 0]
+    assert aa.ring_counts(cmap, 4, 1)[0].tolist() == [0, 116, 0, 0]
+    ring, inner = aa.ring_counts(cmap, 4, 3)  # the ring at depth 3, the 24x24 inside it
+    assert ring.tolist() == [0, 0, 100, 0] and inner.tolist() == [0, 0, 512, 64]
+    # deeper than an eighth of the short side (32 // 8 = 4): not the border any more
+    assert aa.ring_counts(cmap, 4, 5)[0].sum() == 0
+    assert aa.ring_counts(cmap[:16, :16], 4, 3)[0].sum() == 0
 
 
 def test_border_depth_flags_the_belt_behind_a_padded_rim():
@@ -116,7 +115,7 @@ def test_border_depth_flags_the_belt_behind_a_padded_rim():
 
     maps = SetMaps(counts=np.zeros(4, np.int64))
     maps.add(["a"], padded_rim_map()[None].astype(np.int16))
-    cfg = PastaConfig(clusters=4)
+    cfg = PastaConfig(clusters=4, border_depth=0)
     # the outer ring alone: only the rim cluster is background, the belt would be an object
     rim_only = background_clusters(maps, None, np.full(4, 0.25), cfg)[0]
     assert rim_only.tolist() == [True, False, False, False]

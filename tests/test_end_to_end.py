@@ -155,9 +155,11 @@ def test_colour_seen_only_in_the_baseline_is_an_anomaly() -> None:
     # the paper's rule with the 2-part split: on this tiny set (4 reference images) the default
     # 4-part split also cuts the blue and grey clusters and some fine parts next to the red
     # squares miss the reference, so a few stray patches become anomalies (BENCHMARKS.md,
-    # issue 9, session 11; a known limit of split_parts 4 on very small reference sets)
+    # issue 9, session 11; a known limit of split_parts 4 on very small reference sets); and
+    # the outer ring's border prior only: on a 12x12-patch frame the rings 1-3 that
+    # border_depth adds run through the squares themselves
     cfg = PastaConfig(input_width=SIDE, input_height=SIDE, clusters=6, device="cpu",
-                      split_parts=2)
+                      split_parts=2, border_depth=0)
     ext = make_extractor(cfg)
     model = calibrate(ext, square_source(0, 8, lambda i: i % 2 == 0),
                       square_source(1, 4, lambda i: False), None, cfg, quiet=True)

@@ -72,9 +72,12 @@ def border_interior_counts(cluster_map: np.ndarray, k: int) -> tuple[np.ndarray,
 def ring_counts(cluster_map: np.ndarray, k: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Cluster counts on the ring of cells ``depth`` cells in from the edge of a ``(h, w)``
     int map and on the cells deeper inside -> two ``(K,) int64`` (zeros when the map has no
-    cell deeper than the ring)."""
+    cell deeper than the ring, or for a ring ``depth`` > 0 deeper than an eighth of the short
+    side: on a small grid such a ring runs through the objects, not the border)."""
     h, w = cluster_map.shape
     if min(h, w) <= 2 * depth + 2:
+        return np.zeros(k, np.int64), np.zeros(k, np.int64)
+    if depth and depth > min(h, w) // 8:  # deeper than the outer eighth: no longer the border
         return np.zeros(k, np.int64), np.zeros(k, np.int64)
     rows, cols = np.arange(h), np.arange(w)
     edge = np.minimum(np.minimum(rows, h - 1 - rows)[:, None],
