@@ -29,7 +29,9 @@ VARIANTS = {"split": {"instance_split": True}, "nosplit": {"instance_split": Fal
             "sep1": {"instance_split": True, "split_separation": 1.0},
             "sep4": {"instance_split": True, "split_separation": 4.0},
             **{f"sd{int(d * 10)}": {"instance_split": True, "seed_depth": d}
-               for d in (0.3, 0.4, 0.5, 0.6)}}
+               for d in (0.3, 0.4, 0.5, 0.6)},
+            **{f"ed{h}": {"instance_split": True, "split_edges": float(h)}
+               for h in (180, 240)}}
 BANK_STATS = ("distractor_bank", "distractor_bank_found", "distractor_threshold")
 
 

@@ -6,7 +6,9 @@ Pipeline per frame (all array ops, no per-pixel Python):
 2. pixel refinement: add the colour-model log-odds of each pixel (ColorModelBuilder);
 3. clean-up: opening, hole filling, dropping regions under ``min_area``;
 4. touching objects split by a watershed on the distance transform, seeded by object cores
-   (or, with ``seed_depth``, by distance maxima of enough relative depth).
+   (or, with ``seed_depth``, by distance maxima of enough relative depth); or, with
+   ``split_edges``, seeded by the parts of each blob between image edges and flooded over the
+   image gradient (:mod:`.edge_split`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pasta_ros.core.segmenters.clusters_compiled import (
     split_components,
 )
 from pasta_ros.core.segmenters.color_model import color_index
+from pasta_ros.core.segmenters.edge_split import gray_image, split_by_edges
 from pasta_ros.core.segmenters.mask_kernels import AVAILABLE as COMPILED
 
 PATCH_CONFIDENCE = 0.95  # object probability of a patch of a non-background cluster
@@ -37,11 +40,13 @@ class ClusterSegmenter:
 
     def __init__(self, background: np.ndarray, color_log_odds: np.ndarray, *,
                  min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0,
-                 seed_depth: float = 0.0, compiled: bool | None = None) -> None:
+                 seed_depth: float = 0.0, split_edges: float = 0.0,
+                 compiled: bool | None = None) -> None:
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
         self.split_core = float(split_core)
         self.seed_depth = float(seed_depth)
+        self.split_edges = float(split_edges)  # Canny high threshold; 0 = distance seeds
         self.color_weight = float(color_weight)
         p = PATCH_CONFIDENCE
         self._patch_logit = float(np.log(p / (1 - p)))
@@ -75,13 +80,23 @@ class ClusterSegmenter:
             return self._segment_compiled(np.ascontiguousarray(image), cluster_map)
         prior, colour = self.log_odds_terms(image, cluster_map)
         mask = clean_mask(prior + colour > 0, self.min_area, colour)
+        if self.split_edges > 0:
+            _, comps, stats, _ = cv2.connectedComponentsWithStats(
+                mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+            return split_by_edges(comps, stats, gray_image(image), self.split_edges,
+                                  self.min_area)
         return split_instances(mask, self.split_core, self.min_area, self.seed_depth)
 
     def _segment_compiled(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
         """:meth:`segment` through :mod:`.clusters_compiled`: the same steps and ids."""
         comps, stats = clean_components(image, self.prior_log_odds(image.shape[:2], cluster_map),
                                         self._lut, self.min_area)
-        if stats.shape[0] <= 1 or (self.split_core <= 0 and self.seed_depth <= 0):
+        if stats.shape[0] <= 1:
+            return comps
+        if self.split_edges > 0:
+            return split_by_edges(comps, stats, gray_image(image), self.split_edges,
+                                  self.min_area)
+        if self.split_core <= 0 and self.seed_depth <= 0:
             return comps
         if self.seed_depth > 0:  # relative-depth seeds: the numpy split on the clean mask
             return split_instances(comps > 0, self.split_core, self.min_area, self.seed_depth)

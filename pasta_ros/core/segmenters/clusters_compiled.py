@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
+from pasta_ros.core.segmenters.edge_split import component_box
 from pasta_ros.core.segmenters.mask_kernels import (
     component_stats,
     core_mask,
@@ -77,13 +78,6 @@ def filled_components(opened: np.ndarray, image: np.ndarray, lut: np.ndarray, mi
     return comps, np.concatenate([stats[:1], stats[keep]])
 
 
-def _crop(stats: np.ndarray, c: int, shape: tuple[int, int]) -> tuple[slice, slice]:
-    """Component c's box grown by one pixel, clipped to the frame."""
-    x, y, w, h = (int(v) for v in stats[c, :4])
-    return (slice(max(y - 1, 0), min(y + h + 1, shape[0])),
-            slice(max(x - 1, 0), min(x + w + 1, shape[1])))
-
-
 def split_components(comps: np.ndarray, stats: np.ndarray, core: float, min_area: int
                      ) -> np.ndarray:
     """Split kept components (``comps`` ``(H, W) int32`` 1..n-1 with their ``stats``) by a
@@ -96,7 +90,7 @@ def split_components(comps: np.ndarray, stats: np.ndarray, core: float, min_area
     n = stats.shape[0]
     multi = []  # (component, crop, piece, dist, seeds, n_seeds)
     for c in range(1, n):
-        sl = _crop(stats, c, comps.shape)
+        sl = component_box(stats, c, comps.shape)
         piece = (comps[sl] == c).view(np.uint8)
         dist = cv2.distanceTransform(piece, cv2.DIST_L2, 5)
         n_seeds, seeds = cv2.connectedComponents(core_mask(piece, dist, core),
