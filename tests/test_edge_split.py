@@ -1,0 +1,131 @@
+"""Touching objects split between image edges (``split_edges``) on hand-made scenes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pasta_ros.core.segmenters.clusters import ClusterSegmenter, split_instances
+from pasta_ros.core.segmenters.color_model import N_BINS, color_index
+from pasta_ros.core.segmenters.edge_split import (
+    box_edges_and_gradient,
+    edge_seeds,
+    gray_image,
+    split_by_edges,
+)
+from pasta_ros.core.segmenters.mask_kernels import AVAILABLE as COMPILED
+
+BELT, STEEL, SEAM = 40, 170, 90  # gray levels
+
+
+def _blobs(mask: np.ndarray):
+    n, comps, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8,
+                                                           ltype=cv2.CV_32S)
+    return comps, stats
+
+
+def _rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[..., None], 3, axis=2).astype(np.uint8)
+
+
+def _two_plates() -> tuple[np.ndarray, np.ndarray]:
+    """Two 40 x 50 steel plates side by side (one 40 x 100 blob, no neck), a 2-px darker
+    seam where they meet: (``(H, W) bool`` mask, ``(H, W, 3) uint8`` image)."""
+    gray = np.full((80, 140), BELT, np.uint8)
+    gray[20:60, 20:120] = STEEL
+    gray[20:60, 69:71] = SEAM
+    return gray > BELT, _rgb(gray)
+
+
+def test_plates_meeting_along_a_seam_split_into_two_where_the_distance_split_cannot():
+    mask, rgb = _two_plates()
+    assert split_instances(mask, 0.5, 150).max() == 1  # one core: the blob has no neck
+    comps, stats = _blobs(mask)
+    ids = split_by_edges(comps, stats, gray_image(rgb), 180.0, 150)
+    assert ids.max() == 2
+    assert set(np.unique(ids[mask])) == {1, 2} and not ids[~mask].any()
+    # each plate is one instance, the seam's 2 columns go to either side
+    left, right = ids[40, 30], ids[40, 110]
+    assert left != right
+    assert (ids[20:60, 20:69] == left).all() and (ids[20:60, 71:120] == right).all()
+
+
+def test_a_weak_seam_below_the_threshold_does_not_split():
+    mask, rgb = _two_plates()
+    rgb[20:60, 69:71] = STEEL - 8  # contrast 8: under a high threshold of 180 (low 60)
+    comps, stats = _blobs(mask)
+    assert split_by_edges(comps, stats, gray_image(rgb), 180.0, 150).max() == 1
+
+
+def test_a_small_highlight_inside_one_piece_seeds_nothing():
+    gray = np.full((100, 100), BELT, np.uint8)
+    cv2.circle(gray, (50, 50), 35, STEEL, -1)
+    cv2.circle(gray, (45, 45), 5, 250, -1)  # a highlight: edges round a cell of ~80 px
+    mask = gray > BELT
+    comps, stats = _blobs(mask)
+    edges, _ = box_edges_and_gradient(gray_image(_rgb(gray)), (slice(0, 100), slice(0, 100)),
+                                      180.0)
+    assert edges[38:52, 38:52].any()  # the highlight's rim is an edge
+    ids = split_by_edges(comps, stats, gray_image(_rgb(gray)), 180.0, 150)
+    assert ids.max() == 1 and (ids[mask] == 1).all()
+
+
+def test_seeds_are_the_eroded_parts_between_edges_of_at_least_min_seed_pixels():
+    piece = np.zeros((12, 30), bool)
+    piece[1:11, 1:29] = True
+    edges = np.zeros_like(piece)
+    edges[:, 9] = True  # cuts a 10 x 8 part (eroded: 8 x 6 = 48 px) from a 10 x 19 part
+    n, seeds = edge_seeds(piece, edges, 40)
+    assert n == 2
+    assert np.count_nonzero(seeds == 1) == 8 * 6  # rows 2-9, columns 2-7
+    assert np.count_nonzero(seeds == 2) == 8 * 17  # rows 2-9, columns 11-27
+    assert edge_seeds(piece, edges, 49)[0] == 1  # the 48-px part is too small
+
+
+def test_box_filters_read_the_margin_so_a_crop_gives_the_frame_s_edges():
+    mask, rgb = _two_plates()
+    gray = gray_image(rgb)
+    full = cv2.dilate(cv2.Canny(gray, 60, 180), np.ones((3, 3), np.uint8)) > 0
+    box = (slice(19, 61), slice(19, 121))  # the blob's box grown by one pixel
+    edges, grad = box_edges_and_gradient(gray, box, 180.0)
+    np.testing.assert_array_equal(edges, full[box])
+    np.testing.assert_array_equal(
+        grad, cv2.morphologyEx(gray, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))[box])
+
+
+def test_parts_under_min_area_are_dropped_and_ids_are_consecutive():
+    mask, rgb = _two_plates()
+    gray = np.full(mask.shape, BELT, np.uint8)
+    gray[mask] = STEEL
+    gray[20:60, 98:100] = SEAM  # a third plate of 40 x 20 = 800 px on the right
+    rgb = _rgb(gray)
+    rgb[20:60, 69:71] = SEAM
+    comps, stats = _blobs(mask)
+    three = split_by_edges(comps, stats, gray_image(rgb), 180.0, 150)
+    assert three.max() == 3
+    two = split_by_edges(comps, stats, gray_image(rgb), 180.0, 900)  # 800-px plate dropped
+    assert two.max() == 2 and np.count_nonzero(two == 0) > np.count_nonzero(three == 0)
+
+
+@pytest.mark.skipif(not COMPILED, reason="numba not importable")
+def test_segmenter_compiled_and_numpy_paths_agree_with_split_edges():
+    lut = np.full(N_BINS, -4.0, np.float32)
+    for level in (STEEL, SEAM, 250):
+        lut[color_index(np.array([[[level] * 3]], np.uint8))[0, 0]] = 4.0
+    rng = np.random.default_rng(3)
+    split = 0
+    for seed in range(12):
+        gray = np.full((136, 200), BELT, np.uint8)
+        for _ in range(int(rng.integers(2, 6))):
+            x, y, w, h = (int(v) for v in rng.integers([0, 0, 20, 20], [160, 100, 80, 50]))
+            gray[y:y + h, x:x + w] = STEEL
+            gray[y:y + h, x + w // 2: x + w // 2 + 2] = SEAM  # each plate pair meets on a seam
+        img = _rgb(gray)
+        cmap = torch.from_numpy(np.ones((17, 25), np.int64))
+        a, b = (ClusterSegmenter(np.array([True, False]), lut, split_edges=180.0, compiled=c)
+                .segment(img, cmap) for c in (True, False))
+        np.testing.assert_array_equal(a, b, err_msg=f"seed {seed}")
+        split += int(a.max() > _blobs(gray > BELT)[1].shape[0] - 1)
+    assert split >= 6  # most scenes were split along their seams
