@@ -135,5 +135,7 @@ def test_bench_segmenter_times_both_paths_on_the_same_frames():
 
     out = bench_segmenter(Namespace(repeats=2, device="cpu", frame_size=(160, 96),
                                     n_baseline=6))
-    assert {"compiled", "numpy", "compiled+split", "numpy+split"} == set(out["median_ms"])
+    other = {"compiled_edge_seeds", "compiled_distance_seeds"} & set(out["median_ms"])
+    assert len(other) == 1  # the other touching-object rule, whichever the config has off
+    assert {"compiled", "numpy", "compiled+split", "numpy+split"} | other == set(out["median_ms"])
     assert out["ids_agree_pct"] == 100.0 and out["speedup"] > 0

@@ -3,8 +3,10 @@
 The model and frames of ``pasta bench frame`` (synthetic steel at 910x512, the default
 config); the cluster maps come from the default pipeline once, then each frame is segmented
 by both paths in turn (alternating, so load from other processes hits both alike), alone and
-with the material-aware split the default config wraps around it. JSON: median ms per path,
-``speedup`` (numpy / compiled), ``ids_agree_pct`` (pixels with the same instance id).
+with the material-aware split the default config wraps around it, and the compiled path with
+the other rule for touching objects (``split_edges`` on <-> off: ``compiled_edge_seeds`` or
+``compiled_distance_seeds``). JSON: median ms per path, ``speedup`` (numpy / compiled),
+``ids_agree_pct`` (pixels with the same instance id, compiled vs numpy).
 """
 
 from __future__ import annotations
@@ -21,12 +23,20 @@ import torch
 from pasta_ros.bench.frame import FRAME, bench_config, calibrated_model
 
 
+EDGE_SEEDS = 240.0  # split_edges of the comparison path when the config has it off
+
+
 def _paths(segmenter) -> dict:
-    """{name: segment function}: compiled and numpy, alone and inside the instance split."""
+    """{name: segment function}: compiled and numpy, alone and inside the instance split;
+    the compiled path with the other touching-object rule."""
     inner = getattr(segmenter, "inner", segmenter)
     exact_inner = copy.copy(inner)
     exact_inner.compiled = False
-    paths = {"compiled": inner.segment, "numpy": exact_inner.segment}
+    other = copy.copy(inner)
+    other.split_edges = 0.0 if inner.split_edges > 0 else EDGE_SEEDS
+    paths = {"compiled": inner.segment, "numpy": exact_inner.segment,
+             "compiled_distance_seeds" if inner.split_edges > 0 else "compiled_edge_seeds":
+                 other.segment}
     if inner is not segmenter:
         exact = copy.copy(segmenter)
         exact.inner = exact_inner
