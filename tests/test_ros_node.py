@@ -216,6 +216,14 @@ def test_parameters_are_validated_with_a_reason_naming_the_parameter(ros, camera
     assert res.successful
     again, _ = send(camera, outputs, image_msg(rgb, "rgb8", next_stamp()))
     np.testing.assert_array_equal(labels_from_msg(again), labels_from_msg(first))
+    # the touching-object rule is switched at run time too (distance seeds, then back)
+    (res,) = set_parameters(ros.client, name, {"split_edges": -1.0})
+    assert not res.successful and "split_edges" in res.reason
+    (res,) = set_parameters(ros.client, name, {"split_edges": 0.0})
+    assert res.successful, res.reason
+    labels_msg, _ = send(camera, outputs, image_msg(rgb, "rgb8", next_stamp()))
+    assert labels_from_msg(labels_msg).any()
+    assert set_parameters(ros.client, name, {"split_edges": 240.0})[0].successful
 
 
 def test_compressed_input(ros, tiny_model, tmp_path):

@@ -129,13 +129,15 @@ class _SharedConfig:
                                 "maximum seeds its own instance when the saddle to any higher "
                                 "maximum is at most (1 - seed_depth) x its height (relative "
                                 "depth, h-maxima of log distance); 0 = seeds are the cores "
-                                ">= 0.5 x the component's largest distance (the old rule)",
+                                ">= 0.5 x the component's largest distance (the old rule); "
+                                "used when split_edges is 0",
                            lo=0.0, hi=0.99)
-    split_edges: float = _f(0.0, "clusters segmenter, touching objects: Canny high threshold "
+    split_edges: float = _f(240.0, "clusters segmenter, touching objects: Canny high threshold "
                                  "(low = high / 3, on the 3x3-blurred gray image) of the edges "
                                  "that cut a blob into seeds; the seeds are flooded over the "
                                  "image gradient, so pieces that meet along a visible line split "
-                                 "there (replaces the distance seeds); 0 = off",
+                                 "there (replaces the distance seeds); 0 = off (distance "
+                                 "cores, seed_depth)",
                             lo=0.0, hi=1000.0)
     instance_split: bool = _f(True, "after the segmenter, split an instance that holds a "
                                     "coherent anomaly part and a coherent non-anomaly part "

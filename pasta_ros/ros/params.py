@@ -119,14 +119,16 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               dynamic=True),
 )
 
-# Config fields that take effect without a restart: vote_threshold and min_area rebuild the
-# running pipeline's segmenter and vote; the calibration settings apply at the next
-# /pasta/recalibrate. The rest (backbone, input size, device...) need a restart.
-DYNAMIC_CONFIG = frozenset({"vote_threshold", "min_area", "clusters", "seed", "ratio_threshold",
+# Config fields that take effect without a restart: vote_threshold and the segmenter's
+# min_area / seed_depth / split_edges rebuild the running pipeline's segmenter and vote; the
+# calibration settings apply at the next /pasta/recalibrate. The rest (backbone, input size,
+# device...) need a restart.
+DYNAMIC_CONFIG = frozenset({"vote_threshold", "min_area", "seed_depth", "split_edges",
+                            "clusters", "seed", "ratio_threshold",
                             "background_ratio", "batch_size", "kmeans_epochs",
                             "object_codebook", "split_clusters", "split_parts", "border_depth",
                             "max_image_pixels"})
-RUNTIME_CONFIG = frozenset({"vote_threshold", "min_area"})
+RUNTIME_CONFIG = frozenset({"vote_threshold", "min_area", "seed_depth", "split_edges"})
 
 
 @dataclass(frozen=True)
