@@ -109,6 +109,21 @@ def test_parts_under_min_area_are_dropped_and_ids_are_consecutive():
     assert two.max() == 2 and np.count_nonzero(two == 0) > np.count_nonzero(three == 0)
 
 
+def test_blobs_are_split_apart_from_each_other_with_ids_in_blob_order():
+    mask, rgb = _two_plates()
+    gray = np.full((80, 300), BELT, np.uint8)  # the seamed pair, then a plain plate right
+    gray[:, :140] = rgb[..., 0]
+    gray[20:60, 200:260] = STEEL
+    comps, stats = _blobs(gray > BELT)
+    ids = split_by_edges(comps, stats, gray_image(_rgb(gray)), 180.0, 150)
+    assert ids.max() == 3
+    assert ids[40, 30] == 1 and ids[40, 110] == 2 and (ids[20:60, 200:260] == 3).all()
+    flipped = np.ascontiguousarray(gray[:, ::-1])  # the plain plate first: its id first
+    comps, stats = _blobs(flipped > BELT)
+    ids = split_by_edges(comps, stats, gray_image(_rgb(flipped)), 180.0, 150)
+    assert ids.max() == 3 and (ids[20:60, 40:100] == 1).all()
+
+
 @pytest.mark.skipif(not COMPILED, reason="numba not importable")
 def test_segmenter_compiled_and_numpy_paths_agree_with_split_edges():
     lut = np.full(N_BINS, -4.0, np.float32)

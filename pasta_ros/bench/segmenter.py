@@ -22,7 +22,6 @@ import torch
 
 from pasta_ros.bench.frame import FRAME, bench_config, calibrated_model
 
-
 EDGE_SEEDS = 240.0  # split_edges of the comparison path when the config has it off
 
 
