@@ -1,4 +1,4 @@
-"""The serialized InstanceArray writer gives rclpy's message, field for field."""
+"""The serialized InstanceArray and mono8 Image writers give rclpy's messages, field for field."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from pasta_msgs.msg import InstanceArray  # noqa: E402
 from pasta_ros.core.fusion import fuse  # noqa: E402
 from pasta_ros.data.synth import render_scene  # noqa: E402
 from pasta_ros.ros import convert  # noqa: E402
-from pasta_ros.ros.instance_cdr import (  # noqa: E402
+from pasta_ros.ros.cdr import (  # noqa: E402
     ENCAPSULATION,
     instance_array_cdr,
     matches_rclpy,
+    mono8_cdr,
     same_message,
     stamp_processing_time,
 )
@@ -77,3 +78,16 @@ def test_a_changed_field_is_caught():
     assert not same_message(bytes(raw), msg)
     raw2, _ = instance_array_cdr(instances, (10, 21), "cam", 320, 180, "m")  # other stamp
     assert not same_message(bytes(raw2), msg)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (720, 1280)])
+def test_label_images_give_rclpy_s_message(shape):
+    labels = np.random.default_rng(shape[1]).integers(0, 3, shape).astype(np.uint8)
+    raw = mono8_cdr(labels, (42, 7), "camera_optical")
+    msg = convert.mono8_image(labels, _header(42, 7, "camera_optical"))
+    assert same_message(raw, msg)
+    back = deserialize_message(raw, type(msg))
+    np.testing.assert_array_equal(convert.labels_from_msg(back), labels)
+    flipped = labels.copy()
+    flipped[0, 0] ^= 1
+    assert not same_message(mono8_cdr(flipped, (42, 7), "camera_optical"), msg)

@@ -1,4 +1,5 @@
-"""``pasta_msgs/InstanceArray`` written straight to its serialized (CDR) bytes.
+"""``pasta_msgs/InstanceArray`` and mono8 ``sensor_msgs/Image`` written straight to their
+serialized (CDR) bytes.
 
 Building an InstanceArray as Python message objects costs the node more than the rest of its
 overhead together: a few dozen objects per instance (the contour alone is one ``Point32`` per
@@ -66,6 +67,16 @@ class _Writer:
             self.align(align)
             self.buf += raw
 
+    def mono8(self, pixels: np.ndarray, stamp: tuple[int, int], frame_id: str) -> None:
+        """A ``sensor_msgs/Image`` mono8 of ``(h, w) uint8`` ``pixels``, step = width."""
+        h, w = pixels.shape
+        self.header(stamp, frame_id)
+        self.put(_SIZE2, h, w)
+        self.string("mono8")
+        self.buf += b"\x00"  # is_bigendian
+        self.put(_I, w)
+        self.sequence(np.ascontiguousarray(pixels, np.uint8).data, h * w, 1)
+
 
 def _instance(w: _Writer, inst: Instance, stamp: tuple[int, int], frame_id: str,
               max_contour_vertices: int) -> None:
@@ -75,13 +86,7 @@ def _instance(w: _Writer, inst: Instance, stamp: tuple[int, int], frame_id: str,
     w.put(_ROI_AREA, x, y, bh, bw, 0)  # RegionOfInterest field order: height before width
     w.put(_POINT, float(inst.centroid[0]), float(inst.centroid[1]), 0.0, align=8)
     w.put(_I, int(inst.area))
-    w.header(stamp, frame_id)  # mask: sensor_msgs/Image, mono8, step = width
-    w.put(_SIZE2, bh, bw)
-    w.string("mono8")
-    w.buf += b"\x00"  # is_bigendian
-    w.put(_I, bw)
-    pixels = inst.mask.view(np.uint8) * np.uint8(255)
-    w.sequence(pixels.tobytes(), bw * bh, 1)
+    w.mono8(inst.mask.view(np.uint8) * np.uint8(255), stamp, frame_id)
     w.put(_OBB, box.center[0], box.center[1], 0.0, box.length, box.width, box.angle, align=8)
     points = np.zeros((len(polygon), 3), "<f4")
     points[:, :2] = polygon
@@ -110,6 +115,14 @@ def instance_array_cdr(instances: list[Instance], stamp: tuple[int, int], frame_
     return w.buf, offset
 
 
+def mono8_cdr(pixels: np.ndarray, stamp: tuple[int, int], frame_id: str) -> bytes:
+    """The serialized mono8 ``sensor_msgs/Image`` of ``(H, W) uint8`` ``pixels`` (as
+    ``convert.mono8_image`` builds it), header ``stamp`` (sec, nanosec) / ``frame_id``."""
+    w = _Writer()
+    w.mono8(pixels, stamp, frame_id)
+    return bytes(w.buf)
+
+
 def stamp_processing_time(buf: bytearray, offset: int, ms: float) -> None:
     """Write ``processing_time_ms`` into bytes from :func:`instance_array_cdr`."""
     _F.pack_into(buf, offset, ms)
@@ -126,7 +139,8 @@ def same_message(raw: bytes, msg) -> bool:
 
 def matches_rclpy(max_contour_vertices: int = 32) -> bool:
     """True when :func:`instance_array_cdr` gives rclpy's message for a probe of two instances
-    (one with a hole, one touching the frame corner)."""
+    (one with a hole, one touching the frame corner), and :func:`mono8_cdr` for a label
+    image."""
     from std_msgs.msg import Header
 
     from pasta_ros.ros import convert
@@ -146,4 +160,7 @@ def matches_rclpy(max_contour_vertices: int = 32) -> bool:
     raw, offset = instance_array_cdr(probes, (1_700_000_000, 123_456_789), "camera_optical",
                                      60, 40, "model-x", max_contour_vertices)
     stamp_processing_time(raw, offset, 12.5)
-    return same_message(bytes(raw), msg)
+    labels = (ids * 60).astype(np.uint8)
+    return same_message(bytes(raw), msg) and same_message(
+        mono8_cdr(labels, (1_700_000_000, 123_456_789), "camera_optical"),
+        convert.mono8_image(labels, header))
