@@ -41,13 +41,12 @@ class ClusterSegmenter:
     def __init__(self, background: np.ndarray, color_log_odds: np.ndarray, *,
                  min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0,
                  seed_depth: float = 0.0, split_edges: float = 0.0,
-                 drop_belt_parts: bool = False, compiled: bool | None = None) -> None:
+                 compiled: bool | None = None) -> None:
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
         self.split_core = float(split_core)
         self.seed_depth = float(seed_depth)
         self.split_edges = float(split_edges)  # Canny high threshold; 0 = distance seeds
-        self.drop_belt_parts = bool(drop_belt_parts)
         self.color_weight = float(color_weight)
         p = PATCH_CONFIDENCE
         self._patch_logit = float(np.log(p / (1 - p)))
@@ -84,17 +83,9 @@ class ClusterSegmenter:
         if self.split_edges > 0:
             _, comps, stats, _ = cv2.connectedComponentsWithStats(
                 mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-            return self._split_by_edges(comps, stats, image)
+            return split_by_edges(comps, stats, gray_image(image), self.split_edges,
+                                  self.min_area)
         return split_instances(mask, self.split_core, self.min_area, self.seed_depth)
-
-    def _split_by_edges(self, comps: np.ndarray, stats: np.ndarray, image: np.ndarray,
-                        ) -> np.ndarray:
-        """:func:`~.edge_split.split_by_edges` with this segmenter's threshold; with
-        ``drop_belt_parts``, a cut-off part that looks like the belt (mean colour log-odds
-        below HOLE_BACKGROUND, as for holes) becomes background."""
-        colour = (image, self._lut) if self.drop_belt_parts else None
-        return split_by_edges(comps, stats, gray_image(image), self.split_edges, self.min_area,
-                              colour, HOLE_BACKGROUND)
 
     def _segment_compiled(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
         """:meth:`segment` through :mod:`.clusters_compiled`: the same steps and ids."""
@@ -103,7 +94,8 @@ class ClusterSegmenter:
         if stats.shape[0] <= 1:
             return comps
         if self.split_edges > 0:
-            return self._split_by_edges(comps, stats, image)
+            return split_by_edges(comps, stats, gray_image(image), self.split_edges,
+                                  self.min_area)
         if self.split_core <= 0 and self.seed_depth <= 0:
             return comps
         if self.seed_depth > 0:  # relative-depth seeds: the numpy split on the clean mask

@@ -29,8 +29,6 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
-from pasta_ros.core.segmenters.color_model import color_index
-
 MARGIN = 3  # px around a blob's box read for the filters' support (blur 1 + Sobel 1 + 1)
 LOW_RATIO = 1.0 / 3.0  # Canny low threshold = high x LOW_RATIO (Canny's recommended 1:3)
 _SQUARE = np.ones((3, 3), np.uint8)
@@ -83,15 +81,10 @@ def edge_seeds(piece: np.ndarray, edges: np.ndarray, min_seed: int) -> tuple[int
 
 
 def split_by_edges(comps: np.ndarray, stats: np.ndarray, gray: np.ndarray, high: float,
-                   min_area: int, colour: tuple[np.ndarray, np.ndarray] | None = None,
-                   belt_below: float = 0.0) -> np.ndarray:
+                   min_area: int) -> np.ndarray:
     """Split the blobs ``comps`` (``(H, W)`` int ids 1..n-1, ``stats`` their ``(n, 5)``
     OpenCV stats; each blob >= ``min_area`` pixels) along image edges (module docstring).
-    ``gray``: :func:`gray_image` of the frame. ``colour``: (``(H, W, 3) uint8`` RGB frame,
-    ``(N_BINS,) float32`` colour log-odds per bin); with it, a part of a split blob whose
-    mean colour log-odds is below ``belt_below`` looks like the belt (a shadow or halo the
-    mask took in, cut off at the object's rim) and becomes background, unless it is the
-    blob's last part. Returns ``(H, W) int32`` instance ids 1..N."""
+    ``gray``: :func:`gray_image` of the frame. Returns ``(H, W) int32`` instance ids 1..N."""
     out = np.zeros(comps.shape, np.int32)
     next_id = 1
     for c in range(1, stats.shape[0]):
@@ -111,23 +104,8 @@ def split_by_edges(comps: np.ndarray, stats: np.ndarray, gray: np.ndarray, high:
         area = np.bincount(grown[piece], minlength=n_seeds + 1)
         keep = area >= min_area
         keep[0] = False
-        if colour is not None:
-            keep &= ~_belt_parts(grown, piece, colour[1][color_index(colour[0][box])], area,
-                                 keep, belt_below)
         lut = np.zeros(n_seeds + 1, np.int32)
         lut[keep] = np.arange(next_id, next_id + int(keep.sum()), dtype=np.int32)
         target[piece] = lut[grown[piece]]
         next_id += int(keep.sum())
     return out
-
-
-def _belt_parts(grown: np.ndarray, piece: np.ndarray, log_odds: np.ndarray, area: np.ndarray,
-                keep: np.ndarray, below: float) -> np.ndarray:
-    """``(n_parts + 1,) bool`` kept parts of one blob whose mean colour log-odds (``(h, w)``
-    per pixel) is below ``below``; the part with the highest mean is never one of them."""
-    mean = np.bincount(grown[piece], weights=log_odds[piece], minlength=area.shape[0]) \
-        / np.maximum(area, 1)
-    belt = keep & (mean < below)
-    if belt.any() and belt.sum() == keep.sum():
-        belt[np.flatnonzero(keep)[np.argmax(mean[keep])]] = False
-    return belt
