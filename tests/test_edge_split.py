@@ -10,7 +10,8 @@ import torch
 from pasta_ros.core.segmenters.clusters import ClusterSegmenter, split_instances
 from pasta_ros.core.segmenters.color_model import N_BINS, color_index
 from pasta_ros.core.segmenters.edge_split import (
-    box_edges_and_gradient,
+    box_edges,
+    box_gradient,
     edge_seeds,
     gray_image,
     split_by_edges,
@@ -65,8 +66,7 @@ def test_a_small_highlight_inside_one_piece_seeds_nothing():
     cv2.circle(gray, (45, 45), 5, 250, -1)  # a highlight: edges round a cell of ~80 px
     mask = gray > BELT
     comps, stats = _blobs(mask)
-    edges, _ = box_edges_and_gradient(gray_image(_rgb(gray)), (slice(0, 100), slice(0, 100)),
-                                      180.0)
+    edges = box_edges(gray_image(_rgb(gray)), (slice(0, 100), slice(0, 100)), 180.0)
     assert edges[38:52, 38:52].any()  # the highlight's rim is an edge
     ids = split_by_edges(comps, stats, gray_image(_rgb(gray)), 180.0, 150)
     assert ids.max() == 1 and (ids[mask] == 1).all()
@@ -89,7 +89,7 @@ def test_box_filters_read_the_margin_so_a_crop_gives_the_frame_s_edges():
     gray = gray_image(rgb)
     full = cv2.dilate(cv2.Canny(gray, 60, 180), np.ones((3, 3), np.uint8)) > 0
     box = (slice(19, 61), slice(19, 121))  # the blob's box grown by one pixel
-    edges, grad = box_edges_and_gradient(gray, box, 180.0)
+    edges, grad = box_edges(gray, box, 180.0), box_gradient(gray, box)
     np.testing.assert_array_equal(edges, full[box])
     np.testing.assert_array_equal(
         grad, cv2.morphologyEx(gray, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))[box])

@@ -53,18 +53,28 @@ def _grown(box: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, sli
             slice(max(xs.start - MARGIN, 0), min(xs.stop + MARGIN, shape[1])))
 
 
-def box_edges_and_gradient(gray: np.ndarray, box: tuple[slice, slice], high: float,
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def _inner(box: tuple[slice, slice], big: tuple[slice, slice]) -> tuple[slice, slice]:
+    """``box`` as slices of the crop ``big`` that contains it."""
+    return (slice(box[0].start - big[0].start, box[0].stop - big[0].start),
+            slice(box[1].start - big[1].start, box[1].stop - big[1].start))
+
+
+def box_edges(gray: np.ndarray, box: tuple[slice, slice], high: float) -> np.ndarray:
     """Inside ``box`` of ``gray`` ``(H, W) uint8``: ``(h, w) bool`` Canny edges (``high`` x
-    LOW_RATIO / ``high``) dilated by a 3x3 square, and the ``(h, w) float32`` 3x3
-    morphological gradient; both computed on the box grown by MARGIN (clipped)."""
+    LOW_RATIO / ``high``) dilated by a 3x3 square, computed on the box grown by MARGIN
+    (clipped)."""
     big = _grown(box, gray.shape)
-    crop = np.ascontiguousarray(gray[big])
-    edges = cv2.dilate(cv2.Canny(crop, high * LOW_RATIO, high), _SQUARE)
-    grad = cv2.morphologyEx(crop, cv2.MORPH_GRADIENT, _SQUARE)
-    inner = (slice(box[0].start - big[0].start, box[0].stop - big[0].start),
-             slice(box[1].start - big[1].start, box[1].stop - big[1].start))
-    return edges[inner] > 0, grad[inner].astype(np.float32)
+    edges = cv2.dilate(cv2.Canny(np.ascontiguousarray(gray[big]), high * LOW_RATIO, high),
+                       _SQUARE)
+    return edges[_inner(box, big)] > 0
+
+
+def box_gradient(gray: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """Inside ``box`` of ``gray`` ``(H, W) uint8``: the ``(h, w) float32`` 3x3 morphological
+    gradient, computed on the box grown by MARGIN (clipped)."""
+    big = _grown(box, gray.shape)
+    grad = cv2.morphologyEx(np.ascontiguousarray(gray[big]), cv2.MORPH_GRADIENT, _SQUARE)
+    return grad[_inner(box, big)].astype(np.float32)
 
 
 def edge_seeds(piece: np.ndarray, edges: np.ndarray, min_seed: int) -> tuple[int, np.ndarray]:
@@ -92,14 +102,13 @@ def split_by_edges(comps: np.ndarray, stats: np.ndarray, gray: np.ndarray, high:
             continue
         box = component_box(stats, c, comps.shape)
         piece = comps[box] == c
-        edges, grad = box_edges_and_gradient(gray, box, high)
-        n_seeds, seeds = edge_seeds(piece, edges, max(min_area // 2, 1))
+        n_seeds, seeds = edge_seeds(piece, box_edges(gray, box, high), max(min_area // 2, 1))
         target = out[box]
         if n_seeds < 2:
             target[piece] = next_id
             next_id += 1
             continue
-        grown = watershed(grad, seeds, mask=piece).astype(np.int32)
+        grown = watershed(box_gradient(gray, box), seeds, mask=piece).astype(np.int32)
         grown[piece & (grown == 0)] = 1  # unreached (8- but not 4-connected): first part
         area = np.bincount(grown[piece], minlength=n_seeds + 1)
         keep = area >= min_area
