@@ -11,9 +11,9 @@ every primitive aligned to its size from the end of that header), and published 
 bytes are zero (rclpy leaves whatever was in its buffer there), so the bytes are compared
 through rclpy's deserialiser, field by field.
 
-:func:`matches_rclpy` checks a probe message that way; the node runs it once at start and
+:func:`matches_rclpy` checks probe messages that way; the node runs it at each activation and
 builds message objects instead if the layout ever differs (a changed ``.msg``).
-``tests/test_instance_cdr.py`` checks random instances.
+``tests/test_cdr.py`` checks random instances and label images.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ENCAPSULATION = b"\x00\x01\x00\x00"  # CDR, little endian, no options
 _I = struct.Struct("<I")
 _STAMP = struct.Struct("<iI")
 _HEAD = struct.Struct("<IB3xf")  # id, class_id, (pad to 4), score
-_ROI_AREA = struct.Struct("<IIIIB")  # x_offset, y_offset, height, width, do_rectify
+_ROI = struct.Struct("<IIIIB")  # x_offset, y_offset, height, width, do_rectify
 _POINT = struct.Struct("<ddd")
 _SIZE2 = struct.Struct("<II")
 _OBB = struct.Struct("<ddd3f")  # obb_center (x, y, z), obb_length, obb_width, obb_angle
@@ -83,7 +83,7 @@ def _instance(w: _Writer, inst: Instance, stamp: tuple[int, int], frame_id: str,
     x, y, bw, bh = (int(v) for v in inst.bbox)
     box, polygon = instance_geometry(inst.mask, (x, y), max_contour_vertices)
     w.put(_HEAD, int(inst.id), int(inst.label), float(inst.anomaly_share))
-    w.put(_ROI_AREA, x, y, bh, bw, 0)  # RegionOfInterest field order: height before width
+    w.put(_ROI, x, y, bh, bw, 0)  # RegionOfInterest field order: height before width
     w.put(_POINT, float(inst.centroid[0]), float(inst.centroid[1]), 0.0, align=8)
     w.put(_I, int(inst.area))
     w.mono8(inst.mask.view(np.uint8) * np.uint8(255), stamp, frame_id)
