@@ -226,6 +226,30 @@ def test_parameters_are_validated_with_a_reason_naming_the_parameter(ros, camera
     assert set_parameters(ros.client, name, {"split_edges": 240.0})[0].successful
 
 
+def test_message_objects_path_publishes_what_the_serialized_path_does(
+        ros, tiny_model, tmp_path, camera, outputs):
+    """serialized_outputs false: rclpy message objects; the same frame gives the same
+    label image and InstanceArray (all but processing_time_ms) as the default node's bytes."""
+    ns, topic = "/to", "/test/camera/objects"
+    args = ["-r", "__node:=pasta_node", "-r", f"__ns:={ns}", "-p", f"image_topic:={topic}",
+            "-p", f"model_dir:={tiny_model}", "-p", f"models_root:={tmp_path / 'models'}",
+            "-p", "serialized_outputs:=false"]
+    rgb, _ = scene(3)
+    stamp = next_stamp()
+    frame = image_msg(rgb, "rgb8", stamp, frame_id="cam_3")
+    labels_bytes, inst_bytes = send(camera, outputs, frame)
+    with running_node(ros, args, tmp_path / "node.log", namespace=ns):
+        out = Outputs(ros.client, ns)
+        out.wait_matched(30.0)
+        pub = ros.client.node.create_publisher(Image, topic, 10)
+        handshake(pub, out, lambda s: image_msg(rgb, "rgb8", s))
+        labels_obj, inst_obj = send(pub, out, frame)
+    assert labels_obj == labels_bytes
+    assert inst_bytes.instances and inst_obj.processing_time_ms > 0
+    inst_obj.processing_time_ms = inst_bytes.processing_time_ms
+    assert inst_obj == inst_bytes
+
+
 def test_compressed_input(ros, tiny_model, tmp_path):
     ns, topic = "/tc", "/test/camera/compressed"
     args = ["-r", "__node:=pasta_node", "-r", f"__ns:={ns}", "-p", f"image_topic:={topic}",

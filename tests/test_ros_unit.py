@@ -244,3 +244,13 @@ def test_the_icas_vote_sharing_the_backbone_loads_the_feature_graph():
     own = settings_from_values({"model_dir": "/m", "icas_mode": "combine",
                                 "icas_share_backbone": False})
     assert own.pipeline_config().fused_graph
+
+
+def test_bench_ros_refuses_an_unknown_transport_before_starting_anything():
+    from argparse import Namespace
+
+    from pasta_ros.bench.ros import bench_ros
+    from pasta_ros.core.errors import PastaError
+
+    with pytest.raises(PastaError, match="unknown transport.*udp"):
+        bench_ros(Namespace(transports="shm,udp"))

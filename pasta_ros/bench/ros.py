@@ -15,6 +15,11 @@ reads its XML profile once per process) starts pasta_node with the same setting 
    outputs received while the camera published, per second of publishing (the rate a
    grasp planner sees; the figure for the 10 Hz target).
 
+With the shm transport the worker runs twice: the node's default outputs (label image and
+InstanceArray written as serialized bytes, ``serialized_outputs``) and the reference path
+(rclpy message objects), so ``overhead_ratio`` (reference / default node overhead p50) comes
+from one run on one machine.
+
 Every process uses ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a leased ROS_DOMAIN_ID.
 Also measured in-process: rclpy deserialising a 1280x720 rgb8 Image (done before the
 node's callback, so not part of its overhead).
@@ -34,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from pasta_ros.bench.machine import machine
+from pasta_ros.core.errors import PastaError
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "config" / "fastdds_shm.xml"
@@ -92,9 +98,10 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": round(float(p50), 1), "p95": round(float(p95), 1)}
 
 
-def worker(transport: str, model: str, repeats: int, flood_s: float, log_dir: str) -> dict:
-    """One transport setting: start the node, measure, end it (runs in its own process)."""
-    from pasta_ros.core.errors import PastaError
+def worker(transport: str, model: str, repeats: int, flood_s: float, log_dir: str,
+           serialized: bool = True) -> dict:
+    """One transport setting: start the node (``serialized_outputs`` = ``serialized``),
+    measure, end it (runs in its own process)."""
     from pasta_ros.data.synth import render_scene
     from pasta_ros.testing.ros_session import (
         Outputs,
@@ -110,11 +117,13 @@ def worker(transport: str, model: str, repeats: int, flood_s: float, log_dir: st
               for i in range(4)]
     args = ["-r", f"image:={CAMERA}", "-p", f"model_dir:={model}",
             "-p", f"models_root:={log_dir}/models", "-p", "publish_overlay:=false",
-            "-p", "diagnostics_period:=0.5"]
+            "-p", "diagnostics_period:=0.5",
+            "-p", f"serialized_outputs:={'true' if serialized else 'false'}"]
     from sensor_msgs.msg import Image
 
     try:
-        with running_node(session, args, Path(log_dir) / f"node_{transport}.log"):
+        log = Path(log_dir) / f"node_{transport}_{'bytes' if serialized else 'objects'}.log"
+        with running_node(session, args, log):
             out = Outputs(session.client)
             out.wait_matched(60.0)
             cam = session.client.node.create_publisher(Image, CAMERA, 10)
@@ -154,6 +163,7 @@ def worker(transport: str, model: str, repeats: int, flood_s: float, log_dir: st
                                              "frames_bad")}
     return {
         "transport": transport,
+        "outputs": "serialized" if serialized else "objects",
         "sequential": {"frames": repeats, "lost_in_transport": lost,
                        "node_overhead_ms": {"p50": seq["overhead_p50_ms"],
                                             "p95": seq["overhead_p95_ms"]},
@@ -178,25 +188,42 @@ def bench_ros(args: Namespace) -> dict:
     repeats = int(getattr(args, "repeats", 30) or 30)
     flood_s = float(getattr(args, "flood_seconds", 10.0) or 10.0)
     transports = getattr(args, "transports", None) or ["default", "shm"]
+    if isinstance(transports, str):
+        transports = [t for t in transports.split(",") if t]
+    unknown = sorted(set(transports) - {"default", "shm"})
+    if unknown:
+        raise PastaError(f"unknown transport(s) {', '.join(unknown)}; use default and/or shm")
+    runs = [(t, True) for t in transports] + [("shm", False)] * ("shm" in transports)
     with tempfile.TemporaryDirectory(prefix="pasta_bench_ros_") as tmp:
         model = ensure_model(getattr(args, "model", None), Path(tmp))
-        results = []
-        for transport in transports:
-            cmd = [sys.executable, "-m", "pasta_ros.bench.ros", "--worker", transport,
-                   str(model.resolve()), str(repeats), str(flood_s), tmp]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
-                                  env=os.environ | transport_env(transport))
-            if proc.returncode != 0:
-                raise RuntimeError(f"bench worker ({transport}) failed:\n{proc.stderr[-3000:]}")
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {"benchmark": "ros", "image": f"{WIDTH}x{HEIGHT} rgb8", "model": str(model),
-            "rclpy_deserialize_1280x720_ms": deserialize_ms(50), "results": results,
-            "machine": machine() | {"rmw": "rmw_fastrtps_cpp (Jazzy wheels)"}}
+        results = [_run_worker(t, serialized, model, repeats, flood_s, tmp)
+                   for t, serialized in runs]
+    out = {"benchmark": "ros", "image": f"{WIDTH}x{HEIGHT} rgb8", "model": str(model),
+           "rclpy_deserialize_1280x720_ms": deserialize_ms(50), "results": results,
+           "machine": machine() | {"rmw": "rmw_fastrtps_cpp (Jazzy wheels)"}}
+    shm = {r["outputs"]: r["sequential"]["node_overhead_ms"]["p50"] for r in results
+           if r["transport"] == "shm"}
+    if shm.get("serialized") and shm.get("objects"):
+        out["overhead_ratio"] = round(shm["objects"] / shm["serialized"], 2)
+    return out
+
+
+def _run_worker(transport: str, serialized: bool, model: Path, repeats: int, flood_s: float,
+                tmp: str) -> dict:
+    """:func:`worker` in a child process (Fast DDS reads its profile once per process)."""
+    cmd = [sys.executable, "-m", "pasta_ros.bench.ros", "--worker", transport,
+           str(model.resolve()), str(repeats), str(flood_s), tmp, str(int(serialized))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
+                          env=os.environ | transport_env(transport))
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench worker ({transport}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 7 and sys.argv[1] == "--worker":
-        _, _, transport, model, repeats, flood_s, log_dir = sys.argv
-        print(json.dumps(worker(transport, model, int(repeats), float(flood_s), log_dir)))
+    if len(sys.argv) == 8 and sys.argv[1] == "--worker":
+        _, _, transport, model, repeats, flood_s, log_dir, serialized = sys.argv
+        print(json.dumps(worker(transport, model, int(repeats), float(flood_s), log_dir,
+                                bool(int(serialized)))))
     else:
         print(json.dumps(bench_ros(Namespace()), indent=2))

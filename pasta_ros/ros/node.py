@@ -152,7 +152,7 @@ class PastaNodeMixin(RecalibrationInterface, ModelSelectionInterface):
         self.sub = self._input_subscription(msg_type, in_qos)
         self.pub_labels = self._output(Image, "segmentation")
         self.pub_instances = self._output(InstanceArray, "anomaly_masks")
-        self._raw_messages = self._check_raw_messages()
+        self._raw_messages = self.settings.serialized_outputs and self._check_raw_messages()
         self.pub_overlay = self._output(Image, "overlay")
         self.camera_info: CameraInfoCache | None = None
         if s.camera_info_topic:

@@ -68,6 +68,10 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               "the CameraInfo paired with it", lo=0.0, hi=10.0),
     ParamSpec("max_contour_vertices", 32, "most points of each instance's simplified contour "
               "in pasta_msgs/Instance.contour (0 = no contour)", lo=0, hi=4096, dynamic=True),
+    ParamSpec("serialized_outputs", True, "publish the label image and the InstanceArray "
+              "as serialized bytes written by pasta_ros/ros/cdr.py (2-3x cheaper than rclpy "
+              "message objects; checked against rclpy at activation, message objects if the "
+              "check fails); false = always message objects. Read at activation"),
     ParamSpec("input_timeout_s", 2.0, "diagnostics: WARN when no camera frame came for this "
               "long, ERROR after 5 times as long", lo=0.05, hi=3600.0, dynamic=True),
     ParamSpec("diag_latency_warn_ms", 0.0, "diagnostics: WARN when the latency p95 (receive "
