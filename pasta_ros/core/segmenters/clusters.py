@@ -24,7 +24,7 @@ from pasta_ros.core.segmenters.clusters_compiled import (
     split_components,
 )
 from pasta_ros.core.segmenters.color_model import color_index
-from pasta_ros.core.segmenters.edge_split import gray_image, split_by_edges
+from pasta_ros.core.segmenters.edge_split import edge_image, split_by_edges
 from pasta_ros.core.segmenters.mask_kernels import AVAILABLE as COMPILED
 
 PATCH_CONFIDENCE = 0.95  # object probability of a patch of a non-background cluster
@@ -41,12 +41,13 @@ class ClusterSegmenter:
     def __init__(self, background: np.ndarray, color_log_odds: np.ndarray, *,
                  min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0,
                  seed_depth: float = 0.0, split_edges: float = 0.0,
-                 compiled: bool | None = None) -> None:
+                 edge_colour: bool = False, compiled: bool | None = None) -> None:
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
         self.split_core = float(split_core)
         self.seed_depth = float(seed_depth)
         self.split_edges = float(split_edges)  # Canny high threshold; 0 = distance seeds
+        self.edge_colour = bool(edge_colour)  # edges on the colour image (else gray)
         self.color_weight = float(color_weight)
         p = PATCH_CONFIDENCE
         self._patch_logit = float(np.log(p / (1 - p)))
@@ -83,7 +84,8 @@ class ClusterSegmenter:
         if self.split_edges > 0:
             _, comps, stats, _ = cv2.connectedComponentsWithStats(
                 mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-            return split_by_edges(comps, stats, gray_image(image), self.split_edges,
+            return split_by_edges(comps, stats, edge_image(image, self.edge_colour),
+                                  self.split_edges,
                                   self.min_area)
         return split_instances(mask, self.split_core, self.min_area, self.seed_depth)
 
@@ -94,7 +96,8 @@ class ClusterSegmenter:
         if stats.shape[0] <= 1:
             return comps
         if self.split_edges > 0:
-            return split_by_edges(comps, stats, gray_image(image), self.split_edges,
+            return split_by_edges(comps, stats, edge_image(image, self.edge_colour),
+                                  self.split_edges,
                                   self.min_area)
         if self.split_core <= 0 and self.seed_depth <= 0:
             return comps

@@ -39,6 +39,13 @@ def gray_image(image: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (3, 3), 0)
 
 
+def edge_image(image: np.ndarray, colour: bool) -> np.ndarray:
+    """What the edges are found on: the 3x3-blurred ``(H, W, 3) uint8`` RGB image itself
+    (``colour``: Canny takes each pixel's strongest channel gradient, so copper meeting
+    brass of the same brightness still shows an edge) or its :func:`gray_image`."""
+    return cv2.GaussianBlur(image, (3, 3), 0) if colour else gray_image(image)
+
+
 def component_box(stats: np.ndarray, c: int, shape: tuple[int, int]) -> tuple[slice, slice]:
     """Component ``c``'s box (OpenCV ``stats`` row: x, y, w, h) grown by one pixel, clipped
     to the frame ``shape``."""
@@ -60,20 +67,24 @@ def _inner(box: tuple[slice, slice], big: tuple[slice, slice]) -> tuple[slice, s
 
 
 def box_edges(gray: np.ndarray, box: tuple[slice, slice], high: float) -> np.ndarray:
-    """Inside ``box`` of ``gray`` ``(H, W) uint8``: ``(h, w) bool`` Canny edges (``high`` x
-    LOW_RATIO / ``high``) dilated by a 3x3 square, computed on the box grown by MARGIN
-    (clipped)."""
-    big = _grown(box, gray.shape)
+    """Inside ``box`` of ``gray`` (:func:`edge_image`: ``(H, W)`` or ``(H, W, 3) uint8``):
+    ``(h, w) bool`` Canny edges (``high`` x LOW_RATIO / ``high``; for 3 channels on each
+    pixel's strongest channel gradient) dilated by a 3x3 square, computed on the box grown by
+    MARGIN (clipped)."""
+    big = _grown(box, gray.shape[:2])
     edges = cv2.dilate(cv2.Canny(np.ascontiguousarray(gray[big]), high * LOW_RATIO, high),
                        _SQUARE)
     return edges[_inner(box, big)] > 0
 
 
 def box_gradient(gray: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
-    """Inside ``box`` of ``gray`` ``(H, W) uint8``: the ``(h, w) float32`` 3x3 morphological
-    gradient, computed on the box grown by MARGIN (clipped)."""
-    big = _grown(box, gray.shape)
+    """Inside ``box`` of ``gray`` (:func:`edge_image`): the ``(h, w) float32`` 3x3
+    morphological gradient (the largest over channels), computed on the box grown by MARGIN
+    (clipped)."""
+    big = _grown(box, gray.shape[:2])
     grad = cv2.morphologyEx(np.ascontiguousarray(gray[big]), cv2.MORPH_GRADIENT, _SQUARE)
+    if grad.ndim == 3:
+        grad = grad.max(axis=2)
     return grad[_inner(box, big)].astype(np.float32)
 
 
@@ -94,7 +105,7 @@ def split_by_edges(comps: np.ndarray, stats: np.ndarray, gray: np.ndarray, high:
                    min_area: int) -> np.ndarray:
     """Split the blobs ``comps`` (``(H, W)`` int ids 1..n-1, ``stats`` their ``(n, 5)``
     OpenCV stats; each blob >= ``min_area`` pixels) along image edges (module docstring).
-    ``gray``: :func:`gray_image` of the frame. Returns ``(H, W) int32`` instance ids 1..N."""
+    ``gray``: :func:`edge_image` of the frame. Returns ``(H, W) int32`` instance ids 1..N."""
     out = np.zeros(comps.shape, np.int32)
     next_id = 1
     for c in range(1, stats.shape[0]):
