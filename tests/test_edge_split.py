@@ -12,6 +12,7 @@ from pasta_ros.core.segmenters.color_model import N_BINS, color_index
 from pasta_ros.core.segmenters.edge_split import (
     box_edges,
     box_gradient,
+    edge_image,
     edge_seeds,
     gray_image,
     split_by_edges,
@@ -122,6 +123,18 @@ def test_blobs_are_split_apart_from_each_other_with_ids_in_blob_order():
     comps, stats = _blobs(flipped > BELT)
     ids = split_by_edges(comps, stats, gray_image(_rgb(flipped)), 180.0, 150)
     assert ids.max() == 3 and (ids[20:60, 40:100] == 1).all()
+
+
+def test_plates_of_one_brightness_and_two_hues_split_only_on_the_colour_image():
+    rgb = np.full((80, 140, 3), BELT, np.uint8)
+    rgb[20:60, 20:70] = (220, 100, 60)  # copper-like, gray 131
+    rgb[20:60, 70:120] = (120, 150, 90)  # brass-like green-yellow, gray 134: no gray edge
+    comps, stats = _blobs((rgb != BELT).any(axis=2))
+    assert split_by_edges(comps, stats, edge_image(rgb, False), 240.0, 150).max() == 1
+    ids = split_by_edges(comps, stats, edge_image(rgb, True), 240.0, 150)
+    assert ids.max() == 2
+    assert (ids[20:60, 20:69] == ids[40, 30]).all() and (ids[20:60, 71:120] == ids[40, 110]).all()
+    assert box_gradient(edge_image(rgb, True), (slice(0, 80), slice(0, 140))).ndim == 2
 
 
 @pytest.mark.skipif(not COMPILED, reason="numba not importable")
