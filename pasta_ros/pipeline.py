@@ -259,10 +259,10 @@ class PastaPipeline:
 
     def with_runtime_config(self, cfg: PastaConfig, changed: set[str]) -> PastaPipeline:
         """This pipeline (same model and backend) with the run-time settings of ``cfg`` named
-        in ``changed``: ``vote_threshold``; ``min_area``, ``seed_depth`` or ``split_edges``
-        (a new segmenter)."""
-        segmenter = build_segmenter(cfg.segmenter, self.model, cfg) \
-            if changed & {"min_area", "seed_depth", "split_edges"} else self.segmenter
+        in ``changed``: ``vote_threshold``; ``min_area``, ``seed_depth``, ``split_edges`` or
+        ``split_edges_colour`` (a new segmenter)."""
+        segmenter = build_segmenter(cfg.segmenter, self.model, cfg) if changed & {
+            "min_area", "seed_depth", "split_edges", "split_edges_colour"} else self.segmenter
         vote = cfg.vote_threshold if "vote_threshold" in changed else self.vote_threshold
         return PastaPipeline(self.model, self.extractor, segmenter, vote, self.cluster_map_fn,
                              self.point_segmenter)

@@ -133,12 +133,17 @@ class _SharedConfig:
                                 "used when split_edges is 0",
                            lo=0.0, hi=0.99)
     split_edges: float = _f(240.0, "clusters segmenter, touching objects: Canny high threshold "
-                                 "(low = high / 3, on the 3x3-blurred gray image) of the edges "
+                                 "(low = high / 3, on the 3x3-blurred image: split_edges_colour) "
+                                 "of the edges "
                                  "that cut a blob into seeds; the seeds are flooded over the "
                                  "image gradient, so pieces that meet along a visible line split "
                                  "there (replaces the distance seeds); 0 = off (distance "
                                  "cores, seed_depth)",
                             lo=0.0, hi=1000.0)
+    split_edges_colour: bool = _f(True, "split_edges: find the edges on the colour image "
+                                        "(each pixel's strongest channel gradient, so copper "
+                                        "meeting brass of one brightness still shows an edge); "
+                                        "false = on the gray image")
     instance_split: bool = _f(True, "after the segmenter, split an instance that holds a "
                                     "coherent anomaly part and a coherent non-anomaly part "
                                     "(each >= min_area) along the material border, refined "

@@ -124,15 +124,17 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 # Config fields that take effect without a restart: vote_threshold and the segmenter's
-# min_area / seed_depth / split_edges rebuild the running pipeline's segmenter and vote; the
-# calibration settings apply at the next /pasta/recalibrate. The rest (backbone, input size,
-# device...) need a restart.
+# min_area / seed_depth / split_edges(_colour) rebuild the running pipeline's segmenter and
+# vote; the calibration settings apply at the next /pasta/recalibrate. The rest (backbone,
+# input size, device...) need a restart.
 DYNAMIC_CONFIG = frozenset({"vote_threshold", "min_area", "seed_depth", "split_edges",
+                            "split_edges_colour",
                             "clusters", "seed", "ratio_threshold",
                             "background_ratio", "batch_size", "kmeans_epochs",
                             "object_codebook", "split_clusters", "split_parts", "border_depth",
                             "max_image_pixels"})
-RUNTIME_CONFIG = frozenset({"vote_threshold", "min_area", "seed_depth", "split_edges"})
+RUNTIME_CONFIG = frozenset({"vote_threshold", "min_area", "seed_depth", "split_edges",
+                            "split_edges_colour"})
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class ClusterSegmenter:
     def __init__(self, background: np.ndarray, color_log_odds: np.ndarray, *,
                  min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0,
                  seed_depth: float = 0.0, split_edges: float = 0.0,
-                 edge_colour: bool = False, compiled: bool | None = None) -> None:
+                 edge_colour: bool = True, compiled: bool | None = None) -> None:
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
         self.split_core = float(split_core)

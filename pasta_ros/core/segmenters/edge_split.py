@@ -7,20 +7,22 @@ even from the ground-truth mask). The image still shows where they meet: the rim
 upper piece, a shadow, a change of surface. Here, per blob (connected component of the
 cleaned mask), on its own box:
 
-1. Canny edges of the 3x3-blurred gray image (high threshold ``high``, low ``high / 3``),
-   dilated by a 3x3 square;
+1. Canny edges of the 3x3-blurred image (high threshold ``high``, low ``high / 3``),
+   dilated by a 3x3 square; on the colour image (``split_edges_colour``, default) each
+   pixel's strongest channel gradient counts, so copper touching brass of one brightness
+   still shows an edge; or on the gray image;
 2. seeds: the 4-connected parts of the blob minus its edges, eroded by a 3x3 square, of at
    least ``min_area / 2`` pixels; a texture line that encloses only a small cell, or does not
    cut the blob, leaves one seed;
 3. a blob with two or more seeds is flooded from them (watershed) over the morphological
-   gradient of the gray image, so the parts meet on the strongest edge between them; parts
+   gradient of that image, so the parts meet on the strongest edge between them; parts
    under ``min_area`` pixels are dropped, pixels no seed reaches stay with the blob's first
    part.
 
 Blobs with fewer than two seeds stay whole. Ids: blobs in the order of ``comps``; a split
 blob's parts in the raster order of their seeds' first pixels. The rule comes from
-``scripts/oracle_issue9_seeds.py`` (ground-truth masks, dev presets); its threshold was chosen
-on the dev presets end to end (BENCHMARKS.md, issue 9, session 12).
+``scripts/oracle_issue9_seeds.py`` (ground-truth masks, dev presets); its threshold and the
+colour image were chosen on the dev presets end to end (BENCHMARKS.md, issue 9, session 12).
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def _build_clusters(model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
     from pasta_ros.core.segmenters.clusters import ClusterSegmenter
 
     return ClusterSegmenter(model.background, model.color_log_odds, min_area=cfg.min_area,
-                            seed_depth=cfg.seed_depth, split_edges=cfg.split_edges)
+                            seed_depth=cfg.seed_depth, split_edges=cfg.split_edges,
+                            edge_colour=cfg.split_edges_colour)
 
 
 def _build_sam3(model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
