@@ -14,7 +14,6 @@ from pasta_ros.core.segmenters.edge_split import (
     box_gradient,
     edge_image,
     edge_seeds,
-    gray_image,
     split_by_edges,
 )
 from pasta_ros.core.segmenters.mask_kernels import AVAILABLE as COMPILED
@@ -45,7 +44,7 @@ def test_plates_meeting_along_a_seam_split_into_two_where_the_distance_split_can
     mask, rgb = _two_plates()
     assert split_instances(mask, 0.5, 150).max() == 1  # one core: the blob has no neck
     comps, stats = _blobs(mask)
-    ids = split_by_edges(comps, stats, gray_image(rgb), 180.0, 150)
+    ids = split_by_edges(comps, stats, edge_image(rgb, False), 180.0, 150)
     assert ids.max() == 2
     assert set(np.unique(ids[mask])) == {1, 2} and not ids[~mask].any()
     # each plate is one instance, the seam's 2 columns go to either side
@@ -58,7 +57,7 @@ def test_a_weak_seam_below_the_threshold_does_not_split():
     mask, rgb = _two_plates()
     rgb[20:60, 69:71] = STEEL - 8  # contrast 8: under a high threshold of 180 (low 60)
     comps, stats = _blobs(mask)
-    assert split_by_edges(comps, stats, gray_image(rgb), 180.0, 150).max() == 1
+    assert split_by_edges(comps, stats, edge_image(rgb, False), 180.0, 150).max() == 1
 
 
 def test_a_small_highlight_inside_one_piece_seeds_nothing():
@@ -67,9 +66,9 @@ def test_a_small_highlight_inside_one_piece_seeds_nothing():
     cv2.circle(gray, (45, 45), 5, 250, -1)  # a highlight: edges round a cell of ~80 px
     mask = gray > BELT
     comps, stats = _blobs(mask)
-    edges = box_edges(gray_image(_rgb(gray)), (slice(0, 100), slice(0, 100)), 180.0)
+    edges = box_edges(edge_image(_rgb(gray), False), (slice(0, 100), slice(0, 100)), 180.0)
     assert edges[38:52, 38:52].any()  # the highlight's rim is an edge
-    ids = split_by_edges(comps, stats, gray_image(_rgb(gray)), 180.0, 150)
+    ids = split_by_edges(comps, stats, edge_image(_rgb(gray), False), 180.0, 150)
     assert ids.max() == 1 and (ids[mask] == 1).all()
 
 
@@ -85,15 +84,19 @@ def test_seeds_are_the_eroded_parts_between_edges_of_at_least_min_seed_pixels():
     assert edge_seeds(piece, edges, 49)[0] == 1  # the 48-px part is too small
 
 
-def test_box_filters_read_the_margin_so_a_crop_gives_the_frame_s_edges():
+def test_box_filters_equal_the_whole_frame_s_blur_canny_and_gradient():
     mask, rgb = _two_plates()
-    gray = gray_image(rgb)
-    full = cv2.dilate(cv2.Canny(gray, 60, 180), np.ones((3, 3), np.uint8)) > 0
+    rgb[30:50, 40:44] = (250, 30, 30)  # a red mark: the colour image has an edge here
     box = (slice(19, 61), slice(19, 121))  # the blob's box grown by one pixel
-    edges, grad = box_edges(gray, box, 180.0), box_gradient(gray, box)
-    np.testing.assert_array_equal(edges, full[box])
-    np.testing.assert_array_equal(
-        grad, cv2.morphologyEx(gray, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))[box])
+    square = np.ones((3, 3), np.uint8)
+    for colour in (False, True):
+        image = edge_image(rgb, colour)
+        blurred = cv2.GaussianBlur(image, (3, 3), 0)
+        full = cv2.dilate(cv2.Canny(blurred, 60, 180), square) > 0
+        grad = cv2.morphologyEx(blurred, cv2.MORPH_GRADIENT, square)
+        grad = grad.max(axis=2) if colour else grad
+        np.testing.assert_array_equal(box_edges(image, box, 180.0), full[box])
+        np.testing.assert_array_equal(box_gradient(image, box), grad[box].astype(np.float32))
 
 
 def test_parts_under_min_area_are_dropped_and_ids_are_consecutive():
@@ -104,9 +107,9 @@ def test_parts_under_min_area_are_dropped_and_ids_are_consecutive():
     rgb = _rgb(gray)
     rgb[20:60, 69:71] = SEAM
     comps, stats = _blobs(mask)
-    three = split_by_edges(comps, stats, gray_image(rgb), 180.0, 150)
+    three = split_by_edges(comps, stats, edge_image(rgb, False), 180.0, 150)
     assert three.max() == 3
-    two = split_by_edges(comps, stats, gray_image(rgb), 180.0, 900)  # 800-px plate dropped
+    two = split_by_edges(comps, stats, edge_image(rgb, False), 180.0, 900)  # 800-px plate dropped
     assert two.max() == 2 and np.count_nonzero(two == 0) > np.count_nonzero(three == 0)
 
 
@@ -116,12 +119,12 @@ def test_blobs_are_split_apart_from_each_other_with_ids_in_blob_order():
     gray[:, :140] = rgb[..., 0]
     gray[20:60, 200:260] = STEEL
     comps, stats = _blobs(gray > BELT)
-    ids = split_by_edges(comps, stats, gray_image(_rgb(gray)), 180.0, 150)
+    ids = split_by_edges(comps, stats, edge_image(_rgb(gray), False), 180.0, 150)
     assert ids.max() == 3
     assert ids[40, 30] == 1 and ids[40, 110] == 2 and (ids[20:60, 200:260] == 3).all()
     flipped = np.ascontiguousarray(gray[:, ::-1])  # the plain plate first: its id first
     comps, stats = _blobs(flipped > BELT)
-    ids = split_by_edges(comps, stats, gray_image(_rgb(flipped)), 180.0, 150)
+    ids = split_by_edges(comps, stats, edge_image(_rgb(flipped), False), 180.0, 150)
     assert ids.max() == 3 and (ids[20:60, 40:100] == 1).all()
 
 

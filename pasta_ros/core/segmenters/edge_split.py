@@ -31,21 +31,17 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
-MARGIN = 3  # px around a blob's box read for the filters' support (blur 1 + Sobel 1 + 1)
+MARGIN = 3  # px around a blob's box for Canny's support (Sobel 1 + hysteresis context)
 LOW_RATIO = 1.0 / 3.0  # Canny low threshold = high x LOW_RATIO (Canny's recommended 1:3)
 _SQUARE = np.ones((3, 3), np.uint8)
 
 
-def gray_image(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3) uint8`` RGB -> ``(H, W) uint8`` gray, 3x3 Gaussian-blurred."""
-    return cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (3, 3), 0)
-
-
 def edge_image(image: np.ndarray, colour: bool) -> np.ndarray:
-    """What the edges are found on: the 3x3-blurred ``(H, W, 3) uint8`` RGB image itself
-    (``colour``: Canny takes each pixel's strongest channel gradient, so copper meeting
-    brass of the same brightness still shows an edge) or its :func:`gray_image`."""
-    return cv2.GaussianBlur(image, (3, 3), 0) if colour else gray_image(image)
+    """What the edges are found on: ``image`` ``(H, W, 3) uint8`` RGB itself (``colour``:
+    Canny takes each pixel's strongest channel gradient, so copper meeting brass of the same
+    brightness still shows an edge) or its ``(H, W) uint8`` gray version. Blurred later, per
+    blob box (:func:`box_edges`)."""
+    return image if colour else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
 def component_box(stats: np.ndarray, c: int, shape: tuple[int, int]) -> tuple[slice, slice]:
@@ -56,10 +52,10 @@ def component_box(stats: np.ndarray, c: int, shape: tuple[int, int]) -> tuple[sl
             slice(max(x - 1, 0), min(x + w + 1, shape[1])))
 
 
-def _grown(box: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, slice]:
+def _grown(box: tuple[slice, slice], shape: tuple[int, int], by: int) -> tuple[slice, slice]:
     ys, xs = box
-    return (slice(max(ys.start - MARGIN, 0), min(ys.stop + MARGIN, shape[0])),
-            slice(max(xs.start - MARGIN, 0), min(xs.stop + MARGIN, shape[1])))
+    return (slice(max(ys.start - by, 0), min(ys.stop + by, shape[0])),
+            slice(max(xs.start - by, 0), min(xs.stop + by, shape[1])))
 
 
 def _inner(box: tuple[slice, slice], big: tuple[slice, slice]) -> tuple[slice, slice]:
@@ -68,26 +64,34 @@ def _inner(box: tuple[slice, slice], big: tuple[slice, slice]) -> tuple[slice, s
             slice(box[1].start - big[1].start, box[1].stop - big[1].start))
 
 
-def box_edges(gray: np.ndarray, box: tuple[slice, slice], high: float) -> np.ndarray:
-    """Inside ``box`` of ``gray`` (:func:`edge_image`: ``(H, W)`` or ``(H, W, 3) uint8``):
-    ``(h, w) bool`` Canny edges (``high`` x LOW_RATIO / ``high``; for 3 channels on each
-    pixel's strongest channel gradient) dilated by a 3x3 square, computed on the box grown by
+def _blurred(image: np.ndarray, box: tuple[slice, slice]) -> tuple[np.ndarray, tuple]:
+    """The 3x3 Gaussian blur of ``image`` on ``box`` grown by MARGIN (clipped), equal to the
+    whole frame's blur there (computed on one more pixel of context, then trimmed), and
+    ``box`` as slices of it."""
+    shape = image.shape[:2]
+    big, ext = _grown(box, shape, MARGIN), _grown(box, shape, MARGIN + 1)
+    crop = cv2.GaussianBlur(np.ascontiguousarray(image[ext]), (3, 3), 0)[_inner(big, ext)]
+    return np.ascontiguousarray(crop), _inner(box, big)
+
+
+def box_edges(image: np.ndarray, box: tuple[slice, slice], high: float) -> np.ndarray:
+    """Inside ``box`` of ``image`` (:func:`edge_image`: ``(H, W)`` or ``(H, W, 3) uint8``),
+    3x3-blurred: ``(h, w) bool`` Canny edges (``high`` x LOW_RATIO / ``high``; for 3 channels
+    on each pixel's strongest channel gradient) dilated by a 3x3 square, computed on the box
+    grown by MARGIN (clipped)."""
+    crop, inner = _blurred(image, box)
+    return cv2.dilate(cv2.Canny(crop, high * LOW_RATIO, high), _SQUARE)[inner] > 0
+
+
+def box_gradient(image: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """Inside ``box`` of ``image`` (:func:`edge_image`), 3x3-blurred: the ``(h, w) float32``
+    3x3 morphological gradient (the largest over channels), computed on the box grown by
     MARGIN (clipped)."""
-    big = _grown(box, gray.shape[:2])
-    edges = cv2.dilate(cv2.Canny(np.ascontiguousarray(gray[big]), high * LOW_RATIO, high),
-                       _SQUARE)
-    return edges[_inner(box, big)] > 0
-
-
-def box_gradient(gray: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
-    """Inside ``box`` of ``gray`` (:func:`edge_image`): the ``(h, w) float32`` 3x3
-    morphological gradient (the largest over channels), computed on the box grown by MARGIN
-    (clipped)."""
-    big = _grown(box, gray.shape[:2])
-    grad = cv2.morphologyEx(np.ascontiguousarray(gray[big]), cv2.MORPH_GRADIENT, _SQUARE)
+    crop, inner = _blurred(image, box)
+    grad = cv2.morphologyEx(crop, cv2.MORPH_GRADIENT, _SQUARE)
     if grad.ndim == 3:
         grad = grad.max(axis=2)
-    return grad[_inner(box, big)].astype(np.float32)
+    return grad[inner].astype(np.float32)
 
 
 def edge_seeds(piece: np.ndarray, edges: np.ndarray, min_seed: int) -> tuple[int, np.ndarray]:
@@ -107,7 +111,8 @@ def split_by_edges(comps: np.ndarray, stats: np.ndarray, gray: np.ndarray, high:
                    min_area: int) -> np.ndarray:
     """Split the blobs ``comps`` (``(H, W)`` int ids 1..n-1, ``stats`` their ``(n, 5)``
     OpenCV stats; each blob >= ``min_area`` pixels) along image edges (module docstring).
-    ``gray``: :func:`edge_image` of the frame. Returns ``(H, W) int32`` instance ids 1..N."""
+    ``gray``: :func:`edge_image` of the frame (blurred here, per blob). Returns ``(H, W)
+    int32`` instance ids 1..N."""
     out = np.zeros(comps.shape, np.int32)
     next_id = 1
     for c in range(1, stats.shape[0]):
