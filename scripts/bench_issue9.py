@@ -30,8 +30,11 @@ VARIANTS = {"split": {"instance_split": True}, "nosplit": {"instance_split": Fal
             "sep4": {"instance_split": True, "split_separation": 4.0},
             **{f"sd{int(d * 10)}": {"instance_split": True, "seed_depth": d}
                for d in (0.3, 0.4, 0.5, 0.6)},
-            **{f"ed{h}": {"instance_split": True, "split_edges": float(h)}
-               for h in (180, 240)}}
+            **{f"ed{h}": {"instance_split": True, "split_edges": float(h),
+                          "split_edges_colour": False} for h in (180, 240)},
+            "edcolour": {"instance_split": True, "split_edges": 240.0,
+                         "split_edges_colour": True},
+            "distance": {"instance_split": True, "split_edges": 0.0}}
 BANK_STATS = ("distractor_bank", "distractor_bank_found", "distractor_threshold")
 
 

@@ -4,7 +4,8 @@ The ground-truth object mask (every instance pixel) goes through the watershed s
 only the split is measured: target / anomaly instance recall at mask IoU >= 0.5 for the
 distance rules of :func:`split_instances` (``seed_depth`` 0 = the core rule) and for an
 experimental edge rule (seeds = mask pixels away from Canny edges of the image, grown by a
-watershed on the morphological gradient; not in the package).
+watershed on the morphological gradient), and the package's rule that grew from it
+(``core/segmenters/edge_split.py``: ``split_edges`` 180 / 240 on the gray or colour image).
 Usage: python scripts/oracle_issue9_seeds.py D [D ...]   (datasets from ``pasta synth``)
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from skimage.segmentation import watershed
 
 from pasta_ros.core.segmenters.clusters import relabel_without_small, split_instances
+from pasta_ros.core.segmenters.edge_split import edge_image, split_by_edges
 
 MIN_AREA = 150
 
@@ -38,6 +40,14 @@ def edge_split(mask: np.ndarray, rgb: np.ndarray, lo: int, hi: int) -> np.ndarra
     unseeded = (out == 0) & mask  # a component without a seed stays whole
     out[unseeded] = comps[unseeded] + out.max() + 1
     return relabel_without_small(out, MIN_AREA)
+
+
+def package_edge_split(mask: np.ndarray, rgb: np.ndarray, high: float, colour: bool,
+                       ) -> np.ndarray:
+    """The package's rule (``split_edges`` = ``high``, ``split_edges_colour`` = ``colour``)."""
+    _, comps, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8,
+                                                          ltype=cv2.CV_32S)
+    return split_by_edges(comps, stats, edge_image(rgb, colour), high, MIN_AREA)
 
 
 def recall(root: Path, split) -> tuple[float, float]:
@@ -67,6 +77,9 @@ def main() -> None:
     rules.update({f"edges Canny {lo}/{hi}": (lambda m, rgb, lo=lo, hi=hi: edge_split(m, rgb,
                                                                                    lo, hi))
                   for lo, hi in ((30, 90), (40, 120))})
+    rules.update({f"package split_edges {h:.0f} {'colour' if c else 'gray'}":
+                  (lambda m, rgb, h=h, c=c: package_edge_split(m, rgb, h, c))
+                  for h in (180.0, 240.0) for c in (False, True)})
     print("| data | split rule | target recall | anomaly recall |\n|---|---|---|---|")
     for root in map(Path, sys.argv[1:]):
         for name, fn in rules.items():
