@@ -27,7 +27,7 @@ from pasta_ros.core.methods import METHODS
 from pasta_ros.core.model_io import CalibratedModel, load_model
 from pasta_ros.core.pasta_object import ObjectVote
 from pasta_ros.core.preprocess import network_size
-from pasta_ros.core.segmenters import Segmenter, build_segmenter
+from pasta_ros.core.segmenters import RUNTIME_FIELDS, Segmenter, build_segmenter
 from pasta_ros.core.segmenters.base import PointSegmenter
 from pasta_ros.core.segmenters.points import build_point_segmenter
 from pasta_ros.core.threads import configure_threads
@@ -259,10 +259,11 @@ class PastaPipeline:
 
     def with_runtime_config(self, cfg: PastaConfig, changed: set[str]) -> PastaPipeline:
         """This pipeline (same model and backend) with the run-time settings of ``cfg`` named
-        in ``changed``: ``vote_threshold``; ``min_area``, ``seed_depth``, ``split_edges`` or
-        ``split_edges_colour`` (a new segmenter)."""
-        segmenter = build_segmenter(cfg.segmenter, self.model, cfg) if changed & {
-            "min_area", "seed_depth", "split_edges", "split_edges_colour"} else self.segmenter
+        in ``changed``: ``vote_threshold``; a field of the segmenters' ``RUNTIME_FIELDS``
+        (``min_area``, ``seed_depth``, ``split_edges``, ``split_edges_colour``: a new
+        segmenter)."""
+        segmenter = build_segmenter(cfg.segmenter, self.model, cfg) \
+            if changed & RUNTIME_FIELDS else self.segmenter
         vote = cfg.vote_threshold if "vote_threshold" in changed else self.vote_threshold
         return PastaPipeline(self.model, self.extractor, segmenter, vote, self.cluster_map_fn,
                              self.point_segmenter)

@@ -21,6 +21,7 @@ from pasta_ros.core.config import ConfigError, PastaConfig, field_specs
 from pasta_ros.core.errors import ModelError
 from pasta_ros.core.model_store import check_name
 from pasta_ros.core.options import Option, OptionError
+from pasta_ros.core.segmenters.registry import RUNTIME_FIELDS
 
 
 @dataclass(frozen=True)
@@ -124,17 +125,13 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 # Config fields that take effect without a restart: vote_threshold and the segmenter's
-# min_area / seed_depth / split_edges(_colour) rebuild the running pipeline's segmenter and
-# vote; the calibration settings apply at the next /pasta/recalibrate. The rest (backbone,
-# input size, device...) need a restart.
-DYNAMIC_CONFIG = frozenset({"vote_threshold", "min_area", "seed_depth", "split_edges",
-                            "split_edges_colour",
-                            "clusters", "seed", "ratio_threshold",
-                            "background_ratio", "batch_size", "kmeans_epochs",
-                            "object_codebook", "split_clusters", "split_parts", "border_depth",
-                            "max_image_pixels"})
-RUNTIME_CONFIG = frozenset({"vote_threshold", "min_area", "seed_depth", "split_edges",
-                            "split_edges_colour"})
+# RUNTIME_FIELDS (min_area, seed_depth, split_edges, split_edges_colour) rebuild the running
+# pipeline's segmenter and vote; the calibration settings apply at the next
+# /pasta/recalibrate. The rest (backbone, input size, device...) need a restart.
+RUNTIME_CONFIG = frozenset({"vote_threshold"}) | RUNTIME_FIELDS
+DYNAMIC_CONFIG = RUNTIME_CONFIG | frozenset({
+    "clusters", "seed", "ratio_threshold", "background_ratio", "batch_size", "kmeans_epochs",
+    "object_codebook", "split_clusters", "split_parts", "border_depth", "max_image_pixels"})
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pasta_ros.core.errors import PastaError
 from pasta_ros.core.segmenters.base import Segmenter
-from pasta_ros.core.segmenters.registry import SEGMENTERS
+from pasta_ros.core.segmenters.registry import RUNTIME_FIELDS, SEGMENTERS
 
 if TYPE_CHECKING:  # annotations only: the config schema imports this package
     from pasta_ros.core.config import PastaConfig
@@ -28,4 +28,4 @@ def build_segmenter(name: str, model: CalibratedModel, cfg: PastaConfig) -> Segm
                                   min_separation=cfg.split_separation)
 
 
-__all__ = ["SEGMENTERS", "Segmenter", "build_segmenter"]
+__all__ = ["RUNTIME_FIELDS", "SEGMENTERS", "Segmenter", "build_segmenter"]

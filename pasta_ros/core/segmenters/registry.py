@@ -52,6 +52,10 @@ def _build_sam3(model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
         nms_iou=cfg.sam3_nms_iou, min_area=cfg.min_area, device=resolve_device(cfg.device))
 
 
+# Config fields a running pipeline takes by building its segmenter again (the node's run-time
+# parameters among them; PastaPipeline.with_runtime_config).
+RUNTIME_FIELDS = frozenset({"min_area", "seed_depth", "split_edges", "split_edges_colour"})
+
 SEGMENTERS: dict[str, SegmenterEntry] = {
     "clusters": SegmenterEntry(
         _build_clusters, "weight-free: background clusters + pixel colour model, watershed "
