@@ -84,10 +84,14 @@ class ClusterSegmenter:
         if self.split_edges > 0:
             _, comps, stats, _ = cv2.connectedComponentsWithStats(
                 mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-            return split_by_edges(comps, stats, edge_image(image, self.edge_colour),
-                                  self.split_edges,
-                                  self.min_area)
+            return self._split_by_edges(comps, stats, image)
         return split_instances(mask, self.split_core, self.min_area, self.seed_depth)
+
+    def _split_by_edges(self, comps: np.ndarray, stats: np.ndarray, image: np.ndarray,
+                        ) -> np.ndarray:
+        """Both paths' edge split (``split_edges`` > 0) of the cleaned blobs ``comps``."""
+        return split_by_edges(comps, stats, edge_image(image, self.edge_colour),
+                              self.split_edges, self.min_area)
 
     def _segment_compiled(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
         """:meth:`segment` through :mod:`.clusters_compiled`: the same steps and ids."""
@@ -96,9 +100,7 @@ class ClusterSegmenter:
         if stats.shape[0] <= 1:
             return comps
         if self.split_edges > 0:
-            return split_by_edges(comps, stats, edge_image(image, self.edge_colour),
-                                  self.split_edges,
-                                  self.min_area)
+            return self._split_by_edges(comps, stats, image)
         if self.split_core <= 0 and self.seed_depth <= 0:
             return comps
         if self.seed_depth > 0:  # relative-depth seeds: the numpy split on the clean mask

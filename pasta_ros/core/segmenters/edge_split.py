@@ -74,13 +74,22 @@ def _blurred(image: np.ndarray, box: tuple[slice, slice]) -> tuple[np.ndarray, t
     return np.ascontiguousarray(crop), _inner(box, big)
 
 
+def _canny(crop: np.ndarray, high: float) -> np.ndarray:
+    return cv2.dilate(cv2.Canny(crop, high * LOW_RATIO, high), _SQUARE) > 0
+
+
+def _gradient(crop: np.ndarray) -> np.ndarray:
+    grad = cv2.morphologyEx(crop, cv2.MORPH_GRADIENT, _SQUARE)
+    return (grad.max(axis=2) if grad.ndim == 3 else grad).astype(np.float32)
+
+
 def box_edges(image: np.ndarray, box: tuple[slice, slice], high: float) -> np.ndarray:
     """Inside ``box`` of ``image`` (:func:`edge_image`: ``(H, W)`` or ``(H, W, 3) uint8``),
     3x3-blurred: ``(h, w) bool`` Canny edges (``high`` x LOW_RATIO / ``high``; for 3 channels
     on each pixel's strongest channel gradient) dilated by a 3x3 square, computed on the box
     grown by MARGIN (clipped)."""
     crop, inner = _blurred(image, box)
-    return cv2.dilate(cv2.Canny(crop, high * LOW_RATIO, high), _SQUARE)[inner] > 0
+    return _canny(crop, high)[inner]
 
 
 def box_gradient(image: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
@@ -88,10 +97,7 @@ def box_gradient(image: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
     3x3 morphological gradient (the largest over channels), computed on the box grown by
     MARGIN (clipped)."""
     crop, inner = _blurred(image, box)
-    grad = cv2.morphologyEx(crop, cv2.MORPH_GRADIENT, _SQUARE)
-    if grad.ndim == 3:
-        grad = grad.max(axis=2)
-    return grad[inner].astype(np.float32)
+    return _gradient(crop)[inner]
 
 
 def edge_seeds(piece: np.ndarray, edges: np.ndarray, min_seed: int) -> tuple[int, np.ndarray]:
@@ -107,12 +113,13 @@ def edge_seeds(piece: np.ndarray, edges: np.ndarray, min_seed: int) -> tuple[int
     return int(keep.sum()), lut[ids]
 
 
-def split_by_edges(comps: np.ndarray, stats: np.ndarray, gray: np.ndarray, high: float,
+def split_by_edges(comps: np.ndarray, stats: np.ndarray, image: np.ndarray, high: float,
                    min_area: int) -> np.ndarray:
     """Split the blobs ``comps`` (``(H, W)`` int ids 1..n-1, ``stats`` their ``(n, 5)``
     OpenCV stats; each blob >= ``min_area`` pixels) along image edges (module docstring).
-    ``gray``: :func:`edge_image` of the frame (blurred here, per blob). Returns ``(H, W)
-    int32`` instance ids 1..N."""
+    ``image``: :func:`edge_image` of the frame (blurred here, once per blob box: the edges
+    and, for a blob with two or more seeds, the gradient). Returns ``(H, W) int32`` instance
+    ids 1..N."""
     out = np.zeros(comps.shape, np.int32)
     next_id = 1
     for c in range(1, stats.shape[0]):
@@ -120,13 +127,14 @@ def split_by_edges(comps: np.ndarray, stats: np.ndarray, gray: np.ndarray, high:
             continue
         box = component_box(stats, c, comps.shape)
         piece = comps[box] == c
-        n_seeds, seeds = edge_seeds(piece, box_edges(gray, box, high), max(min_area // 2, 1))
+        crop, inner = _blurred(image, box)
+        n_seeds, seeds = edge_seeds(piece, _canny(crop, high)[inner], max(min_area // 2, 1))
         target = out[box]
         if n_seeds < 2:
             target[piece] = next_id
             next_id += 1
             continue
-        grown = watershed(box_gradient(gray, box), seeds, mask=piece).astype(np.int32)
+        grown = watershed(_gradient(crop)[inner], seeds, mask=piece).astype(np.int32)
         grown[piece & (grown == 0)] = 1  # unreached (8- but not 4-connected): first part
         area = np.bincount(grown[piece], minlength=n_seeds + 1)
         keep = area >= min_area
