@@ -21,9 +21,7 @@ import numpy as np
 import torch
 
 from pasta_ros.bench.frame import FRAME, bench_config, calibrated_model
-
-EDGE_SEEDS = 240.0  # split_edges of the comparison path when the config has it off
-
+from pasta_ros.core.config import PastaConfig
 
 def _paths(segmenter) -> dict:
     """{name: segment function}: compiled and numpy, alone and inside the instance split;
@@ -32,7 +30,8 @@ def _paths(segmenter) -> dict:
     exact_inner = copy.copy(inner)
     exact_inner.compiled = False
     other = copy.copy(inner)
-    other.split_edges = 0.0 if inner.split_edges > 0 else EDGE_SEEDS
+    # the config has edge seeds off: compare with the schema's default threshold
+    other.split_edges = 0.0 if inner.split_edges > 0 else PastaConfig().split_edges
     paths = {"compiled": inner.segment, "numpy": exact_inner.segment,
              "compiled_distance_seeds" if inner.split_edges > 0 else "compiled_edge_seeds":
                  other.segment}

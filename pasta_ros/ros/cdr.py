@@ -57,11 +57,11 @@ class _Writer:
         self.buf += raw
         self.buf += b"\x00"
 
-    def header(self, stamp: tuple[int, int], frame_id: bytes | str) -> None:
+    def header(self, stamp: tuple[int, int], frame_id: str) -> None:
         self.put(_STAMP, *stamp)
         self.string(frame_id)
 
-    def sequence(self, raw: bytes | np.ndarray, count: int, align: int) -> None:
+    def sequence(self, raw: bytes | memoryview, count: int, align: int) -> None:
         self.put(_I, count)
         if count:
             self.align(align)
