@@ -23,6 +23,7 @@ import torch
 from pasta_ros.bench.frame import FRAME, bench_config, calibrated_model
 from pasta_ros.core.config import PastaConfig
 
+
 def _paths(segmenter) -> dict:
     """{name: segment function}: compiled and numpy, alone and inside the instance split;
     the compiled path with the other touching-object rule."""
