@@ -189,6 +189,7 @@ def evaluate(model: ICASModel, roots: list[str | Path], seeds: list[int] = (0, 1
             d["miou"].append(100 * float(np.mean([v[0] for v in vals])))
             d["fbiou"].append(100 * float(np.mean([v[1] for v in vals])))
     return {"categories": [c.name for c in cats], "seeds": list(seeds), "threshold": threshold,
+            "input_size": list(model.input_size),
             "shot_augment": options.augment, "calib_defects": options.calib_defects,
             "tta_copies": options.tta.copies, "calib_style": options.calib_style,
             "tta_anchor": options.tta_anchor,

@@ -101,6 +101,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                         "default: the chosen TTA_ANCHOR")
     p.add_argument("--dump-scores", action="store_true",
                    help="also write every per-image and calibration score to the JSON")
+    p.add_argument("--input-size", type=parse_size, default=None, metavar="WxH",
+                   help="max network input the images are encoded at (aspect kept; default: "
+                        "the checkpoint's training size)")
     p.add_argument("--json", type=Path)
 
 
@@ -188,7 +191,10 @@ def cmd_icas_evaluate(args: argparse.Namespace) -> dict:
     opts = FewShotOptions(args.shot_augment, args.calib_defects, margin, args.dump_scores,
                           TTAOptions(args.tta_copies), args.calib_style,
                           TTA_ANCHOR if args.tta_fusion is None else args.tta_fusion == "anchor")
-    res = evaluate(load_icas_model(args.checkpoint), roots, args.seeds, tuple(args.shots),
+    model = load_icas_model(args.checkpoint)
+    if args.input_size is not None:
+        model.input_size = args.input_size
+    res = evaluate(model, roots, args.seeds, tuple(args.shots),
                    args.threshold, progress=not getattr(args, "quiet", False), options=opts)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
