@@ -122,6 +122,13 @@ def test_evaluate_and_cli(model: ICASModel, tmp_path: Path) -> None:
     assert main(["-q", "icas", "evaluate", "--checkpoint", str(ckpt), "--data",
                  str(tmp_path / "cats"), "--seeds", "0", "--shots", "2", "--json",
                  str(tmp_path / "r.json")]) == 0
-    assert json.loads((tmp_path / "r.json").read_text())["categories"] == ["gravel_spot"]
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["categories"] == ["gravel_spot"] and res["input_size"] == [SIZE, SIZE]
+    assert main(["-q", "icas", "evaluate", "--checkpoint", str(ckpt), "--data",
+                 str(tmp_path / "cats"), "--seeds", "0", "--shots", "2", "--calib-defects", "0",
+                 "--tta-copies", "0", "--input-size", "96x96", "--json",
+                 str(tmp_path / "r96.json")]) == 0
+    res = json.loads((tmp_path / "r96.json").read_text())
+    assert res["input_size"] == [96, 96] and "patch_knn_agg" in res["auroc"]["k2"]
     assert main(["icas", "segment", "--checkpoint", str(tmp_path / "nope.pt"), "--images",
                  str(root), "--out", str(out)]) == 2
