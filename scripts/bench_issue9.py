@@ -34,7 +34,8 @@ VARIANTS = {"split": {"instance_split": True}, "nosplit": {"instance_split": Fal
                           "split_edges_colour": False} for h in (180, 240)},
             "edcolour": {"instance_split": True, "split_edges": 240.0,
                          "split_edges_colour": True},
-            "distance": {"instance_split": True, "split_edges": 0.0}}
+            "distance": {"instance_split": True, "split_edges": 0.0},
+            **{f"rim{r}": {"instance_split": True, "rim_prior": float(r)} for r in (0, 1, 2)}}
 BANK_STATS = ("distractor_bank", "distractor_bank_found", "distractor_threshold")
 
 

@@ -28,6 +28,7 @@ from pasta_ros.core.segmenters.edge_split import edge_image, split_by_edges
 from pasta_ros.core.segmenters.mask_kernels import AVAILABLE as COMPILED
 
 PATCH_CONFIDENCE = 0.95  # object probability of a patch of a non-background cluster
+_SQUARE = np.ones((3, 3), np.uint8)
 
 
 class ClusterSegmenter:
@@ -41,7 +42,8 @@ class ClusterSegmenter:
     def __init__(self, background: np.ndarray, color_log_odds: np.ndarray, *,
                  min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0,
                  seed_depth: float = 0.0, split_edges: float = 0.0,
-                 edge_colour: bool = True, compiled: bool | None = None) -> None:
+                 edge_colour: bool = True, rim_prior: float | None = None,
+                 compiled: bool | None = None) -> None:
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
         self.split_core = float(split_core)
@@ -53,15 +55,29 @@ class ClusterSegmenter:
         self._patch_logit = float(np.log(p / (1 - p)))
         self._coarse = np.where(np.asarray(background, bool), -self._patch_logit,
                                 self._patch_logit).astype(np.float32)  # per cluster
+        # an object patch next to a background patch (the rim); None: as any object patch
+        rim = self._patch_logit if rim_prior is None else float(rim_prior)
+        self.rim_prior = self._patch_logit if rim >= self._patch_logit - 1e-3 else rim
         self._lut = (self.color_weight * self.color_log_odds).astype(np.float32)
         # compiled kernels (same result as the numpy path); None: whenever numba is there
         self.compiled = COMPILED if compiled is None else bool(compiled) and COMPILED
 
-    def prior_log_odds(self, shape: tuple[int, int], cluster_map: torch.Tensor) -> np.ndarray:
-        """``(H, W) float32`` patch prior: +-logit(PATCH_CONFIDENCE) for object / background
-        clusters, upsampled bilinearly from the ``(h, w)`` cluster map."""
+    def coarse_prior(self, cluster_map: torch.Tensor) -> np.ndarray:
+        """``(h, w) float32`` patch log-odds: +-logit(PATCH_CONFIDENCE) for object / background
+        clusters; ``rim_prior`` for an object patch with a background patch among its 8
+        neighbours (patches outside the grid do not count)."""
         coarse = self._coarse[cluster_map.cpu().numpy()]
-        return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+        if self.rim_prior != self._patch_logit:
+            obj = (coarse > 0).view(np.uint8)
+            inner = cv2.erode(obj, _SQUARE, borderType=cv2.BORDER_REPLICATE)
+            coarse = np.where((obj > inner), np.float32(self.rim_prior), coarse)
+        return coarse
+
+    def prior_log_odds(self, shape: tuple[int, int], cluster_map: torch.Tensor) -> np.ndarray:
+        """``(H, W) float32`` patch prior: :meth:`coarse_prior` upsampled bilinearly from the
+        ``(h, w)`` cluster map."""
+        return cv2.resize(self.coarse_prior(cluster_map), (shape[1], shape[0]),
+                          interpolation=cv2.INTER_LINEAR)
 
     def log_odds_terms(self, image: np.ndarray, cluster_map: torch.Tensor,
                        ) -> tuple[np.ndarray, np.ndarray]:
