@@ -38,9 +38,9 @@ def test_coarse_prior_by_hand() -> None:
     off = ClusterSegmenter(BG, _lut())
     np.testing.assert_allclose(off.coarse_prior(torch.from_numpy(cmap)),
                                np.where(cmap == 1, LOGIT, -LOGIT), rtol=1e-6)
-    # the config default (2.944) is the old segmenter: no rim at all
-    assert ClusterSegmenter(BG, _lut(), rim_prior=PastaConfig().rim_prior).rim_prior == \
-        pytest.approx(LOGIT)
+    # 2.944 (logit 0.95 to 3 decimals, the config's upper bound) is the segmenter without a rim
+    assert ClusterSegmenter(BG, _lut(), rim_prior=2.944).rim_prior == pytest.approx(LOGIT)
+    assert PastaConfig().rim_prior == 0.0
 
 
 def _shadow_scene() -> tuple[np.ndarray, np.ndarray]:

@@ -144,11 +144,11 @@ class _SharedConfig:
                                         "(each pixel's strongest channel gradient, so copper "
                                         "meeting brass of one brightness still shows an edge); "
                                         "false = on the gray image")
-    rim_prior: float = _f(2.944, "clusters segmenter: patch log-odds of an object patch "
-                                 "with a background patch among its 8 neighbours (the rim, "
-                                 "where shadows and belt fall inside object patches); lower = "
-                                 "the pixel colour model decides more there; 2.944 = every "
-                                 "object patch alike (logit 0.95)",
+    rim_prior: float = _f(0.0, "clusters segmenter: patch log-odds of an object patch "
+                               "with a background patch among its 8 neighbours (the rim, "
+                               "where shadows and belt fall inside object patches); 0 = the "
+                               "pixel colour model alone decides there; 2.944 = every object "
+                               "patch alike (logit 0.95, the segmenter before 2026-12-08)",
                           lo=-2.944, hi=2.944)
     instance_split: bool = _f(True, "after the segmenter, split an instance that holds a "
                                     "coherent anomaly part and a coherent non-anomaly part "
