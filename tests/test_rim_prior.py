@@ -80,7 +80,7 @@ def test_a_weak_rim_drops_the_shadow_and_keeps_the_object(compiled: bool) -> Non
 def test_compiled_path_gives_the_numpy_ids_with_a_rim_prior() -> None:
     rng = np.random.default_rng(5)
     lut = rng.uniform(-4, 4, N_BINS).astype(np.float32)
-    for seed in range(8):
+    for _ in range(8):
         img = cv2.GaussianBlur((rng.random((120, 160, 3)) * 255).astype(np.uint8), (0, 0), 2)
         cmap = torch.from_numpy(rng.integers(0, 2, (15, 20)))
         fast, exact = (ClusterSegmenter(BG, lut, min_area=30, rim_prior=1.0, compiled=c)
