@@ -1,9 +1,11 @@
 """`pasta bench ros`: pasta_node's own overhead, end-to-end latency and output rate, per DDS
 transport setting, over real DDS between two processes on this machine.
 
-For each transport (``default``: Fast DDS built-in transports; ``shm``: the
-``config/fastdds_shm.xml`` profile, shared memory + loopback UDP), a worker process (Fast DDS
-reads its XML profile once per process) starts pasta_node with the same setting and:
+For each transport asked for (``shm``, the default: the ``config/fastdds_shm.xml`` profile,
+shared memory + loopback UDP, as ``sorter.launch.py`` runs the node; ``default``: Fast DDS's
+built-in transports, which lose most large best-effort images between processes here), a
+worker process (Fast DDS reads its XML profile once per process) starts pasta_node with the
+same setting and:
 
 1. sequential: sends ``repeats`` 1280x720 rgb8 frames one at a time (each after the previous
    output), so nothing is dropped. The node reports its overhead (receive -> numpy, result ->
@@ -187,7 +189,7 @@ def bench_ros(args: Namespace) -> dict:
 
     repeats = int(getattr(args, "repeats", 30) or 30)
     flood_s = float(getattr(args, "flood_seconds", 10.0) or 10.0)
-    transports = getattr(args, "transports", None) or ["default", "shm"]
+    transports = getattr(args, "transports", None) or ["shm"]
     if isinstance(transports, str):
         transports = [t for t in transports.split(",") if t]
     unknown = sorted(set(transports) - {"default", "shm"})

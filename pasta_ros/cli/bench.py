@@ -37,8 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--size", type=parse_size, default=(1280, 720), help="soak: frame WxH")
     b.add_argument("--transport", choices=("shm", "default"), default="shm",
                    help="soak: DDS transport (config/fastdds_shm.xml or Fast DDS defaults)")
-    b.add_argument("--transports", default="default,shm",
-                   help="ros: DDS transports to measure, comma-separated: default, shm")
+    b.add_argument("--transports", default="shm",
+                   help="ros: DDS transports to measure, comma-separated: shm (the "
+                        "config/fastdds_shm.xml profile sorter.launch.py uses), default (Fast "
+                        "DDS's built-in transports, which lose large images here)")
     b.add_argument("--sample-s", type=float, default=10.0, help="soak: seconds between "
                                                                 "RSS samples")
     b.add_argument("--warmup", type=float, default=0.1, help="soak: share of the run before "
