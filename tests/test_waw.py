@@ -193,7 +193,7 @@ def test_segmenter_route_calibrates_on_steel(run_cli, tiny_steel, tmp_path):
                                  "segmenter", "--baseline", tiny_steel.baseline, "--reference",
                                  tiny_steel.reference, "--empty", tiny_steel.empty, "--out",
                                  tmp_path / "m", "--clusters", "8", *FAST, "--waw-k-v", "3",
-                                 "--waw-k-sphere", "15"])  # wide spheres: targets are found
+                                 "--waw-k-sphere", "14"])  # wide: 4 tiny reference images give 15
     assert code == 0, err
     model = load_model(tmp_path / "m")
     assert model.method_params["waw_masks"] == "segmenter" and model.background.any()
