@@ -35,7 +35,8 @@ VARIANTS = {"split": {"instance_split": True}, "nosplit": {"instance_split": Fal
             "edcolour": {"instance_split": True, "split_edges": 240.0,
                          "split_edges_colour": True},
             "distance": {"instance_split": True, "split_edges": 0.0},
-            **{f"rim{r}": {"instance_split": True, "rim_prior": float(r)} for r in (0, 1, 2)}}
+            **{f"rim{r}": {"instance_split": True, "rim_prior": float(r)} for r in (0, 1, 2)},
+            "necks": {"instance_split": True, "split_necks": True}}
 BANK_STATS = ("distractor_bank", "distractor_bank_found", "distractor_threshold")
 
 

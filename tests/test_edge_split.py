@@ -160,3 +160,41 @@ def test_segmenter_compiled_and_numpy_paths_agree_with_split_edges():
         np.testing.assert_array_equal(a, b, err_msg=f"seed {seed}")
         split += int(a.max() > _blobs(gray > BELT)[1].shape[0] - 1)
     assert split >= 6  # most scenes were split along their seams
+
+
+def _necked_discs() -> tuple[np.ndarray, np.ndarray]:
+    """Two steel discs of radius 20, centres 36 px apart, one colour: a blob with a neck and
+    no edge between the discs (``(H, W) bool`` mask, ``(H, W, 3) uint8`` image)."""
+    gray = np.full((80, 140), BELT, np.uint8)
+    cv2.circle(gray, (40, 40), 20, STEEL, -1)
+    cv2.circle(gray, (76, 40), 20, STEEL, -1)
+    return gray > BELT, _rgb(gray)
+
+
+def test_split_necks_cuts_an_edge_part_at_its_neck():
+    from pasta_ros.core.segmenters.clusters import split_at_necks
+
+    mask, rgb = _necked_discs()
+    comps, stats = _blobs(mask)
+    ids = split_by_edges(comps, stats, edge_image(rgb, True), 240.0, 150)
+    assert ids.max() == 1  # no edge inside the blob: the edge split keeps it whole
+    necks = split_at_necks(ids, 0.5, 150)
+    assert necks.max() == 2 and necks[40, 40] != necks[40, 76]
+    assert (necks > 0).sum() == mask.sum()  # the watershed gives every pixel to a disc
+    # the plates (no neck, one seam) stay as the edges cut them: one part each
+    mask2, rgb2 = _two_plates()
+    comps2, stats2 = _blobs(mask2)
+    plates = split_by_edges(comps2, stats2, edge_image(rgb2, False), 180.0, 150)
+    np.testing.assert_array_equal(split_at_necks(plates, 0.5, 150), plates)
+
+
+@pytest.mark.parametrize("compiled", [False, True] if COMPILED else [False])
+def test_the_segmenter_splits_necks_only_when_asked(compiled: bool):
+    mask, rgb = _necked_discs()
+    lut = np.full(N_BINS, -4.0, np.float32)
+    lut[color_index(np.array([[rgb[40, 40]]], np.uint8))[0, 0]] = 4.0
+    cmap = torch.ones((10, 17), dtype=torch.int64)
+    bg = np.array([True, False])
+    kw = dict(min_area=150, split_edges=240.0, compiled=compiled)
+    assert ClusterSegmenter(bg, lut, **kw).segment(rgb, cmap).max() == 1
+    assert ClusterSegmenter(bg, lut, split_necks=True, **kw).segment(rgb, cmap).max() == 2

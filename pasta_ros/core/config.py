@@ -144,6 +144,9 @@ class _SharedConfig:
                                         "(each pixel's strongest channel gradient, so copper "
                                         "meeting brass of one brightness still shows an edge); "
                                         "false = on the gray image")
+    split_necks: bool = _f(False, "split_edges: split each part again where the distance "
+                                  "transform shows a neck (cores >= 0.5 x the part's largest "
+                                  "distance), so pieces that show an edge or a neck come apart")
     rim_prior: float = _f(0.0, "clusters segmenter: patch log-odds of an object patch "
                                "with a background patch among its 8 neighbours (the rim, "
                                "where shadows and belt fall inside object patches); 0 = the "

@@ -43,13 +43,14 @@ class ClusterSegmenter:
                  min_area: int = 150, split_core: float = 0.5, color_weight: float = 1.0,
                  seed_depth: float = 0.0, split_edges: float = 0.0,
                  edge_colour: bool = True, rim_prior: float | None = None,
-                 compiled: bool | None = None) -> None:
+                 split_necks: bool = False, compiled: bool | None = None) -> None:
         self.color_log_odds = np.asarray(color_log_odds, np.float32)
         self.min_area = int(min_area)
         self.split_core = float(split_core)
         self.seed_depth = float(seed_depth)
         self.split_edges = float(split_edges)  # Canny high threshold; 0 = distance seeds
         self.edge_colour = bool(edge_colour)  # edges on the colour image (else gray)
+        self.split_necks = bool(split_necks)  # edge parts split again at distance necks
         self.color_weight = float(color_weight)
         p = PATCH_CONFIDENCE
         self._patch_logit = float(np.log(p / (1 - p)))
@@ -105,9 +106,11 @@ class ClusterSegmenter:
 
     def _split_by_edges(self, comps: np.ndarray, stats: np.ndarray, image: np.ndarray,
                         ) -> np.ndarray:
-        """Both paths' edge split (``split_edges`` > 0) of the cleaned blobs ``comps``."""
-        return split_by_edges(comps, stats, edge_image(image, self.edge_colour),
-                              self.split_edges, self.min_area)
+        """Both paths' edge split (``split_edges`` > 0) of the cleaned blobs ``comps``, each
+        part split again at its necks with ``split_necks``."""
+        ids = split_by_edges(comps, stats, edge_image(image, self.edge_colour),
+                             self.split_edges, self.min_area)
+        return split_at_necks(ids, self.split_core, self.min_area) if self.split_necks else ids
 
     def _segment_compiled(self, image: np.ndarray, cluster_map: torch.Tensor) -> np.ndarray:
         """:meth:`segment` through :mod:`.clusters_compiled`: the same steps and ids."""
@@ -319,6 +322,31 @@ def _max_per_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray
     occupied = hist.reshape(n, 4096) > 0
     top = 4095 - occupied[:, ::-1].argmax(1)
     return (top / 8.0).astype(np.float32)
+
+
+def split_at_necks(ids: np.ndarray, core: float, min_area: int) -> np.ndarray:
+    """Each instance of ``ids`` (``(H, W) int32``, 1..N) split again by the distance-core rule
+    of :func:`split_instances` (``core``, parts under ``min_area`` dropped), on its own box.
+    Ids: instances in id order, the parts of a split one in :func:`split_instances` order.
+    Returns ``(H, W) int32`` 1..N'."""
+    from scipy.ndimage import find_objects
+
+    out = np.zeros_like(ids)
+    next_id = 1
+    for i, box in enumerate(find_objects(ids), start=1):
+        if box is None:
+            continue
+        piece = ids[box] == i
+        parts = split_instances(piece, core, min_area)
+        n = int(parts.max())
+        target = out[box]
+        if n <= 1:
+            target[piece] = next_id
+            next_id += 1
+            continue
+        target[piece] = np.where(parts[piece] > 0, parts[piece] + (next_id - 1), 0)
+        next_id += n
+    return out
 
 
 def relabel_without_small(labels: np.ndarray, min_area: int) -> np.ndarray:

@@ -37,7 +37,8 @@ def _build_clusters(model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
 
     return ClusterSegmenter(model.background, model.color_log_odds, min_area=cfg.min_area,
                             seed_depth=cfg.seed_depth, split_edges=cfg.split_edges,
-                            edge_colour=cfg.split_edges_colour, rim_prior=cfg.rim_prior)
+                            edge_colour=cfg.split_edges_colour, rim_prior=cfg.rim_prior,
+                            split_necks=cfg.split_necks)
 
 
 def _build_sam3(model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
@@ -55,7 +56,7 @@ def _build_sam3(model: CalibratedModel, cfg: PastaConfig) -> Segmenter:
 # Config fields a running pipeline takes by building its segmenter again (the node's run-time
 # parameters among them; PastaPipeline.with_runtime_config).
 RUNTIME_FIELDS = frozenset({"min_area", "seed_depth", "split_edges", "split_edges_colour",
-                            "rim_prior"})
+                            "rim_prior", "split_necks"})
 
 SEGMENTERS: dict[str, SegmenterEntry] = {
     "clusters": SegmenterEntry(
