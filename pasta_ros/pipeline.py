@@ -260,8 +260,8 @@ class PastaPipeline:
     def with_runtime_config(self, cfg: PastaConfig, changed: set[str]) -> PastaPipeline:
         """This pipeline (same model and backend) with the run-time settings of ``cfg`` named
         in ``changed``: ``vote_threshold``; a field of the segmenters' ``RUNTIME_FIELDS``
-        (``min_area``, ``seed_depth``, ``split_edges``, ``split_edges_colour``: a new
-        segmenter)."""
+        (``min_area``, ``seed_depth``, ``split_edges``, ``split_edges_colour``,
+        ``split_necks``, ``rim_prior``: a new segmenter)."""
         segmenter = build_segmenter(cfg.segmenter, self.model, cfg) \
             if changed & RUNTIME_FIELDS else self.segmenter
         vote = cfg.vote_threshold if "vote_threshold" in changed else self.vote_threshold

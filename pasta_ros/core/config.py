@@ -146,7 +146,9 @@ class _SharedConfig:
                                         "false = on the gray image")
     split_necks: bool = _f(False, "split_edges: split each part again where the distance "
                                   "transform shows a neck (cores >= 0.5 x the part's largest "
-                                  "distance), so pieces that show an edge or a neck come apart")
+                                  "distance), so pieces that show an edge or a neck come "
+                                  "apart; off: on the dev presets it raised pq_target but "
+                                  "lowered pq_anomaly (BENCHMARKS.md, issue 9 session 13)")
     rim_prior: float = _f(0.0, "clusters segmenter: patch log-odds of an object patch "
                                "with a background patch among its 8 neighbours (the rim, "
                                "where shadows and belt fall inside object patches); 0 = the "

@@ -125,9 +125,10 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 # Config fields that take effect without a restart: vote_threshold and the segmenter's
-# RUNTIME_FIELDS (min_area, seed_depth, split_edges, split_edges_colour, rim_prior) rebuild the
-# pipeline's segmenter and vote; the calibration settings apply at the next
-# /pasta/recalibrate. The rest (backbone, input size, device...) need a restart.
+# RUNTIME_FIELDS (min_area, seed_depth, split_edges, split_edges_colour, split_necks,
+# rim_prior) rebuild the running pipeline's segmenter and vote; the calibration settings
+# apply at the next /pasta/recalibrate. The rest (backbone, input size, device...) need a
+# restart.
 RUNTIME_CONFIG = frozenset({"vote_threshold"}) | RUNTIME_FIELDS
 DYNAMIC_CONFIG = RUNTIME_CONFIG | frozenset({
     "clusters", "seed", "ratio_threshold", "background_ratio", "batch_size", "kmeans_epochs",
