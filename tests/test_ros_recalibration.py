@@ -292,31 +292,28 @@ def test_a_cancelled_goal_answers_at_once_and_commits_nothing(ros, bags, io, mod
 
 def test_a_cancel_after_success_is_answered_and_changes_nothing(ros, bags, io, models_root):
     from action_msgs.srv import CancelGoal
-    from rclpy.action import ActionClient
 
     from pasta_msgs.action import Recalibrate as RecalibrateAction
 
-    ac = ActionClient(ros.client.node, RecalibrateAction, f"{NS}/pasta/recalibrate")
-    try:
-        assert ac.wait_for_server(timeout_sec=15.0)
+    # the client node's one ActionClient for the action (shared with send_goal)
+    ac = ros.client.action_client(RecalibrateAction, f"{NS}/pasta/recalibrate")
+    assert ac.wait_for_server(timeout_sec=15.0)
 
-        def wait(future, timeout):
-            done = threading.Event()
-            future.add_done_callback(lambda _: done.set())
-            assert done.wait(timeout)
-            return future.result()
+    def wait(future, timeout):
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        assert done.wait(timeout)
+        return future.result()
 
-        handle = wait(ac.send_goal_async(_goal(bags, clusters=5)), 30.0)
-        assert handle.accepted
-        result = wait(handle.get_result_async(), 150.0).result
-        assert result.success, result.message
-        latest = (lineage_dir(models_root) / "latest").read_text()
-        answer = wait(handle.cancel_goal_async(), 10.0)
-        assert answer.return_code == CancelGoal.Response.ERROR_GOAL_TERMINATED
-        assert (lineage_dir(models_root) / "latest").read_text() == latest
-        assert current_model(io) == result.model_id
-    finally:
-        ac.destroy()
+    handle = wait(ac.send_goal_async(_goal(bags, clusters=5)), 30.0)
+    assert handle.accepted
+    result = wait(handle.get_result_async(), 150.0).result
+    assert result.success, result.message
+    latest = (lineage_dir(models_root) / "latest").read_text()
+    answer = wait(handle.cancel_goal_async(), 10.0)
+    assert answer.return_code == CancelGoal.Response.ERROR_GOAL_TERMINATED
+    assert (lineage_dir(models_root) / "latest").read_text() == latest
+    assert current_model(io) == result.model_id
 
 
 def test_select_model_rolls_back_and_forth_and_refuses_what_cannot_run(ros, io, models_root,

@@ -32,8 +32,23 @@ class ClientNode:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
+        self._action_clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._spin, name=f"{name}-spin", daemon=True)
         self._thread.start()
+
+    def action_client(self, action_type, name: str):
+        """This node's one rclpy ``ActionClient`` for action ``name``, made on first use.
+        Goals sent at once from several threads share it: two clients of one action on one
+        node both start their goal requests at sequence number 1, and a response meant for
+        one was seen taken by the other ("Ignoring unexpected goal response"), leaving the
+        caller with no answer."""
+        from rclpy.action import ActionClient
+
+        with self._lock:
+            if name not in self._action_clients:
+                self._action_clients[name] = ActionClient(self.node, action_type, name)
+            return self._action_clients[name]
 
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
@@ -173,33 +188,28 @@ def send_goal(client: ClientNode, action_type, name: str, goal, timeout: float,
     (``action_msgs/GoalStatus`` codes); PastaError when the server is missing, rejects the
     goal or does not finish within ``timeout`` s (the goal is then cancelled).
     ``on_accepted(goal_handle)`` gets the accepted goal's handle (e.g. to cancel it)."""
-    from rclpy.action import ActionClient
-
-    ac = ActionClient(client.node, action_type, name)
+    ac = client.action_client(action_type, name)
     t0 = time.monotonic()
-    try:
-        if not ac.wait_for_server(timeout_sec=min(timeout, 15.0)):
-            raise PastaError(f"action {name} is not available (is pasta_node running, with "
-                             "the same ROS_DOMAIN_ID and discovery range?)")
-        accepted = threading.Event()
-        sent = ac.send_goal_async(goal, feedback_callback=(
-            (lambda fb: on_feedback(fb.feedback)) if on_feedback else None))
-        sent.add_done_callback(lambda _: accepted.set())
-        if not accepted.wait(max(0.0, timeout - (time.monotonic() - t0))):
-            raise PastaError(f"no answer from {name} within {timeout:.0f} s")
-        handle = sent.result()
-        if not handle.accepted:
-            raise PastaError(f"{name} rejected the goal: a recalibration is already running "
-                             "(see the node's log); send it again when that one has finished")
-        if on_accepted is not None:
-            on_accepted(handle)
-        finished = threading.Event()
-        result = handle.get_result_async()
-        result.add_done_callback(lambda _: finished.set())
-        if not finished.wait(max(0.0, timeout - (time.monotonic() - t0))):
-            handle.cancel_goal_async()
-            raise PastaError(f"{name} did not finish within {timeout:.0f} s; goal cancelled")
-        res = result.result()
-        return res.status, res.result
-    finally:
-        ac.destroy()
+    if not ac.wait_for_server(timeout_sec=min(timeout, 15.0)):
+        raise PastaError(f"action {name} is not available (is pasta_node running, with "
+                         "the same ROS_DOMAIN_ID and discovery range?)")
+    accepted = threading.Event()
+    sent = ac.send_goal_async(goal, feedback_callback=(
+        (lambda fb: on_feedback(fb.feedback)) if on_feedback else None))
+    sent.add_done_callback(lambda _: accepted.set())
+    if not accepted.wait(max(0.0, timeout - (time.monotonic() - t0))):
+        raise PastaError(f"no answer from {name} within {timeout:.0f} s")
+    handle = sent.result()
+    if not handle.accepted:
+        raise PastaError(f"{name} rejected the goal: a recalibration is already running "
+                         "(see the node's log); send it again when that one has finished")
+    if on_accepted is not None:
+        on_accepted(handle)
+    finished = threading.Event()
+    result = handle.get_result_async()
+    result.add_done_callback(lambda _: finished.set())
+    if not finished.wait(max(0.0, timeout - (time.monotonic() - t0))):
+        handle.cancel_goal_async()
+        raise PastaError(f"{name} did not finish within {timeout:.0f} s; goal cancelled")
+    res = result.result()
+    return res.status, res.result
