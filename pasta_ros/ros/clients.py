@@ -32,13 +32,14 @@ class ClientNode:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
-        self._action_clients: dict[str, Any] = {}
+        self._action_clients: dict[tuple[Any, str], Any] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._spin, name=f"{name}-spin", daemon=True)
         self._thread.start()
 
     def action_client(self, action_type, name: str):
-        """This node's one rclpy ``ActionClient`` for action ``name``, made on first use.
+        """This node's one rclpy ``ActionClient`` for action ``name`` of ``action_type``, made on
+        first use (destroyed by :meth:`close`).
         Goals sent at once from several threads share it: two clients of one action on one
         node both start their goal requests at sequence number 1, and a response meant for
         one was seen taken by the other ("Ignoring unexpected goal response"), leaving the
@@ -46,9 +47,10 @@ class ClientNode:
         from rclpy.action import ActionClient
 
         with self._lock:
-            if name not in self._action_clients:
-                self._action_clients[name] = ActionClient(self.node, action_type, name)
-            return self._action_clients[name]
+            key = (action_type, name)
+            if key not in self._action_clients:
+                self._action_clients[key] = ActionClient(self.node, action_type, name)
+            return self._action_clients[key]
 
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
@@ -84,6 +86,10 @@ class ClientNode:
         self._stop.set()
         self._thread.join(timeout=5.0)
         self.executor.shutdown(timeout_sec=2.0)
+        with self._lock:  # send_goal no longer destroys its client: they end with the node
+            for ac in self._action_clients.values():
+                ac.destroy()
+            self._action_clients.clear()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
